@@ -1,0 +1,240 @@
+"""The engine protocol: what every engine (sim, sglang, openai) offers the executor.
+
+One call = one `GenRequest` = one prompt sampled `n` times (a fork: one prefill, `n` branches).
+The engine returns exactly `n` `Completion`s in branch order. Engines own concurrency limits,
+timeouts and retries; the executor and the strategies never see HTTP or threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-call sampling. `max_tokens` is the per-call generation cap and is always sent to servers
+    (SGLang's native default is 128 tokens, which silently truncates reasoning)."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RequestTag:
+    """Where a call sits in the experiment. Real engines use it only for request ids and logs;
+    the simulated engine uses `problem_id` to look up its answer key."""
+
+    problem_id: str
+    sample: int
+    step: int
+    kind: str  # "draft" | "summary" | "select" | "critique" | ...
+    branch: int = 0
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    messages: tuple[Message, ...]
+    sampling: SamplingParams
+    n: int = 1
+    seed: int = 0  # branch i uses seed + i; derived from the run seed and the tag
+    tag: RequestTag | None = None
+
+    def cache_key(self, engine_identity: str) -> str:
+        """Stable key of this call's inputs (engine, prompt, sampling, n, seed), excluding the tag
+        except for what changes the output. Used by the call cache."""
+        payload = {
+            "engine": engine_identity,
+            "messages": [[m.role, m.content] for m in self.messages],
+            "sampling": asdict(self.sampling),
+            "n": self.n,
+            "seed": self.seed,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class Completion:
+    """One branch's output. `text` is the visible answer (thinking removed); `reasoning` the thinking.
+
+    Token counts are as the server reports them (the sim engine counts its own tokens).
+    `finish_reason` is "stop", "length" (hit max_tokens: the output is truncated) or "abort".
+    """
+
+    text: str
+    reasoning: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    finish_reason: str = "stop"
+    latency_s: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Completion:
+        return cls(**d)
+
+
+def split_thinking(raw: str) -> tuple[str | None, str]:
+    """Split a raw generation into (thinking, visible answer).
+
+    `<think>a</think>b` -> ("a", "b"). A `</think>` without the opening tag (templates that put
+    `<think>` in the prompt) also splits. An unclosed `<think>` means the model never left its
+    thinking (truncated): everything is thinking and the answer is empty.
+    """
+    close = raw.rfind(THINK_CLOSE)
+    if close >= 0:
+        head = raw[:close]
+        open_ = head.find(THINK_OPEN)
+        thinking = head[open_ + len(THINK_OPEN) :] if open_ >= 0 else head
+        return thinking.strip("\n"), raw[close + len(THINK_CLOSE) :].lstrip("\n")
+    open_ = raw.find(THINK_OPEN)
+    if open_ >= 0:
+        return raw[open_ + len(THINK_OPEN) :].strip("\n"), ""
+    return None, raw
+
+
+@runtime_checkable
+class Engine(Protocol):
+    name: str
+    simulated: bool
+
+    async def start(self) -> None: ...
+
+    async def generate(self, request: GenRequest) -> list[Completion]:
+        """Sample `request.n` completions of one prompt; exactly `n` results, branch order."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def identity(self) -> str:
+        """What determines outputs (engine kind, model, server); part of the call-cache key."""
+        ...
+
+    def info(self) -> dict[str, Any]:
+        """Facts to record with the run (server version, model path, context length ...)."""
+        ...
+
+
+class WeightedLimiter:
+    """An asyncio limiter where a call takes `weight` slots (a fork with n branches takes n).
+
+    A request wider than the limit takes all slots (alone) rather than deadlocking.
+    """
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.capacity = capacity
+        self._used = 0
+        self._cond: asyncio.Condition | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        if self._cond is None:  # created lazily inside the running loop
+            self._cond = asyncio.Condition()
+        return self._cond
+
+    async def acquire(self, weight: int) -> int:
+        weight = min(max(weight, 1), self.capacity)
+        cond = self._condition()
+        async with cond:
+            await cond.wait_for(lambda: self._used + weight <= self.capacity)
+            self._used += weight
+        return weight
+
+    async def release(self, weight: int) -> None:
+        cond = self._condition()
+        async with cond:
+            self._used -= weight
+            cond.notify_all()
+
+    @property
+    def in_use(self) -> int:
+        return self._used
+
+
+class BaseEngine:
+    """Shared plumbing: the concurrency limit and the fan-out fallback for servers without `n`.
+
+    Subclasses implement `_generate(request)` for one prompt with `request.n` samples (or set
+    `supports_n = False` and receive only n == 1 requests, fanned out here concurrently).
+    """
+
+    name = "base"
+    simulated = False
+    supports_n = True
+
+    def __init__(self, max_concurrency: int = 64):
+        self.limiter = WeightedLimiter(max_concurrency)
+        self.calls = 0  # engine requests actually issued (after any fan-out)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def identity(self) -> str:
+        return self.name
+
+    def info(self) -> dict[str, Any]:
+        return {"engine": self.name}
+
+    async def generate(self, request: GenRequest) -> list[Completion]:
+        if request.n > 1 and not self.supports_n:
+            parts = await asyncio.gather(*(self._one(_branch(request, i)) for i in range(request.n)))
+            return [c for part in parts for c in part]
+        return await self._one(request)
+
+    async def _one(self, request: GenRequest) -> list[Completion]:
+        weight = await self.limiter.acquire(request.n)
+        try:
+            self.calls += 1
+            out = await self._generate(request)
+        finally:
+            await self.limiter.release(weight)
+        if len(out) != request.n:
+            from pdr.errors import EngineRequestError
+
+            raise EngineRequestError(f"{self.name}: asked for n={request.n} samples, got {len(out)}")
+        return out
+
+    async def _generate(self, request: GenRequest) -> list[Completion]:
+        raise NotImplementedError
+
+
+def _branch(request: GenRequest, i: int) -> GenRequest:
+    """Branch i of a fork as its own n=1 request, with its own seed (seed + i)."""
+    tag = request.tag
+    if tag is not None:
+        tag = RequestTag(tag.problem_id, tag.sample, tag.step, tag.kind, tag.branch + i)
+    return GenRequest(request.messages, request.sampling, n=1, seed=request.seed + i, tag=tag)
+
+
+def branch_requests(request: GenRequest) -> Sequence[GenRequest]:
+    """A fork split into its n single-sample requests (the fan-out used when `n` is unsupported)."""
+    return [_branch(request, i) for i in range(request.n)]
