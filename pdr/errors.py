@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class PdrError(Exception):
     """Base class of every error pdr raises on purpose."""
@@ -47,3 +49,11 @@ class ServerLaunchError(EngineError):
 
 
 RETRYABLE_ERRORS: tuple[type[Exception], ...] = (EngineUnavailable,)
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
+    import difflib
+
+    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,167 @@
+"""The root config schema and its registration in Hydra's ConfigStore.
+
+Schema first, YAML second: these dataclasses define every key and type; the YAML under `conf/`
+supplies values. `OmegaConf.to_object(cfg)` runs each `__post_init__` (pure checks, no I/O), so a
+bad value fails before any engine call, with a message naming the override key, value and fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from pdr.config.dataset import DatasetConfig
+from pdr.config.engines import EngineConfig, OpenAIEngineConfig, SGLangEngineConfig, SimEngineConfig
+from pdr.config.strategy import (
+    LongCoTStrategyConfig,
+    MajorityStrategyConfig,
+    PDRStrategyConfig,
+    SRStrategyConfig,
+    StrategyConfig,
+    check_choice,
+)
+from pdr.errors import ConfigError
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int | None = None
+    max_tokens: int = 4096  # the per-call generation cap (thinking + answer)
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise ConfigError(f"sampling.temperature={self.temperature}: must be >= 0 (0 = greedy)")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"sampling.top_p={self.top_p}: must be in (0, 1]")
+        if self.top_k is not None and self.top_k < 1:
+            raise ConfigError(f"sampling.top_k={self.top_k}: must be >= 1, or null for the whole vocabulary")
+        if self.max_tokens < 1:
+            raise ConfigError(f"sampling.max_tokens={self.max_tokens}: must be >= 1 (the per-call generation cap)")
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    # MLflow tracking URI; null = a SQLite file `mlflow.db` in the directory pdr.run was started from.
+    uri: str | None = None
+    experiment: str = "pdr"
+    run_name: str | None = None
+    # Parent run for this job's run (set by the multirun callback; never via MLFLOW_RUN_ID).
+    parent_run_id: str | None = None
+
+
+@dataclass
+class PromptsConfig:
+    """Prompt templates. Placeholders: {problem}, {workspace}, {candidates}, {solution}, {critique}, {k}.
+    Only these names are substituted, so LaTeX braces in templates are safe."""
+
+    system: str | None = None
+    draft: str = MISSING
+    refine: str = MISSING
+    summary: str = MISSING
+    select: str = MISSING
+    sr_refine: str = MISSING
+    critique: str = MISSING
+    critique_block: str = MISSING
+    candidate: str = MISSING  # how one candidate is shown inside {candidates} / an extractive workspace
+
+
+@dataclass
+class CacheConfig:
+    # on: read and write; read_only: reuse, never write; off: no cache.
+    # auto: on for real engines, off for the simulated one (its calls cost nothing).
+    mode: str = "auto"
+    path: str | None = None  # null = ~/.cache/pdr/calls.sqlite (or $PDR_CACHE_DIR/calls.sqlite)
+
+    def __post_init__(self) -> None:
+        check_choice("cache.mode", self.mode, ("auto", "on", "off", "read_only"))
+
+
+@dataclass
+class GradingConfig:
+    timeout_s: float = 5.0  # hard wall-clock limit per equivalence check
+    workers: int = 1  # grading worker processes (killable on timeout)
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0:
+            raise ConfigError(f"grading.timeout_s={self.timeout_s}: must be > 0")
+        if self.workers < 0:
+            raise ConfigError(f"grading.workers={self.workers}: must be >= 0 (0 = in-process, no hard timeout)")
+
+
+@dataclass
+class MetricsConfig:
+    # Which branch of a parallel step is charged to the sequential budget. The paper leaves it
+    # open; "slowest" is the latency-critical path of a real system, "mean" the average branch.
+    seq_branch: str = "slowest"
+    bootstrap_samples: int = 2000
+    ci_level: float = 0.95
+
+    def __post_init__(self) -> None:
+        check_choice("metrics.seq_branch", self.seq_branch, ("slowest", "mean"))
+        if not 0.5 <= self.ci_level < 1:
+            raise ConfigError(f"metrics.ci_level={self.ci_level}: must be in [0.5, 1)")
+        if self.bootstrap_samples < 100:
+            raise ConfigError(f"metrics.bootstrap_samples={self.bootstrap_samples}: must be >= 100")
+
+
+@dataclass
+class Config:
+    engine: EngineConfig = MISSING
+    strategy: StrategyConfig = MISSING
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    dataset: DatasetConfig = MISSING
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    grading: GradingConfig = field(default_factory=GradingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    samples: int = 1  # independent runs per problem; accuracy is mean@samples
+    seed: int = 0  # all randomness derives from it
+    # Continue the newest earlier run with the same config (or the run directory given in
+    # output_dir): finished (problem, sample) rows are kept, nothing finished is re-sent.
+    resume: bool = False
+    output_dir: str | None = None  # null = Hydra's run directory
+    progress: bool = True  # progress bar on stderr
+    # Free-form notes logged as an MLflow tag (what this run is for).
+    notes: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ConfigError(f"samples={self.samples}: must be >= 1 (mean@samples accuracy)")
+        # Imported here: the graph compiler imports nothing heavy, but keep schema import light.
+        from pdr.strategies.graph import compile_graph
+
+        compile_graph(self.strategy)
+
+
+def register_configs() -> None:
+    """Register the schemas in Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("pdr_rand"):
+        import uuid
+
+        # A short random id for output directories; cached so one run resolves one value.
+        OmegaConf.register_new_resolver("pdr_rand", lambda: uuid.uuid4().hex[:6], use_cache=True)
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="engine", name="sim_schema", node=SimEngineConfig)
+    cs.store(group="engine", name="sglang_schema", node=SGLangEngineConfig)
+    cs.store(group="engine", name="openai_schema", node=OpenAIEngineConfig)
+    cs.store(group="strategy", name="pdr_schema", node=PDRStrategyConfig)
+    cs.store(group="strategy", name="sr_schema", node=SRStrategyConfig)
+    cs.store(group="strategy", name="majority_schema", node=MajorityStrategyConfig)
+    cs.store(group="strategy", name="long_cot_schema", node=LongCoTStrategyConfig)
+    cs.store(group="strategy", name="graph_schema", node=StrategyConfig)
+    cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
+    cs.store(group="sampling", name="sampling_schema", node=SamplingConfig)
+    cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
+    cs.store(group="prompts", name="prompts_schema", node=PromptsConfig)

@@ -1,0 +1,224 @@
+"""The executor: runs a compiled strategy graph for every (problem, sample), all at once.
+
+asyncio throughout: every problem-sample is a task, every parallel round a fork sent as one engine
+request with n; the engine's limiter bounds what is in flight (`engine.max_concurrency`), so a
+server's batch stays full. Each call's usage is recorded in a ledger from which the budgets are
+computed (definitions in `budgets()`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pdr.engines.base import Completion, GenRequest, Message, RequestTag, SamplingParams
+from pdr.errors import EngineError
+from pdr.strategies.graph import Graph
+from pdr.strategies.ops import OpContext, State, run_graph
+
+log = logging.getLogger(__name__)
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 62-bit seed from the run seed and a call's position; independent of scheduling order."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 2
+
+
+@dataclass
+class CallRecord:
+    step: int
+    kind: str
+    branch: int
+    n: int  # fork width of the request this completion came from
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    finish_reason: str
+    latency_s: float
+    from_cache: bool = False
+
+
+@dataclass
+class Outcome:
+    problem_id: str
+    sample: int
+    state: State | None
+    calls: list[CallRecord]
+    wall_s: float
+    error: str | None = None
+    error_type: str | None = None
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    notes: dict[str, int] = field(default_factory=dict)
+
+
+def budgets(calls: list[CallRecord], seq_branch: str = "slowest") -> dict[str, float]:
+    """Token budgets of one problem-sample from its call ledger.
+
+    - total_tokens: sum over every completion (every branch of every fork) of input + output.
+    - seq_tokens: the critical path. Calls within one graph step run concurrently, steps run one
+      after another, so it is the sum over steps of the slowest branch's input + output
+      (`seq_branch=mean`: the mean branch instead).
+    - *_output_tokens: the same with output tokens only.
+    - max_context_tokens: the largest input + output of any single call.
+    - cached_tokens: prompt tokens the server reported as served from its prefix cache.
+    """
+    by_step: dict[int, list[CallRecord]] = defaultdict(list)
+    for c in calls:
+        by_step[c.step].append(c)
+    agg: Callable[[list[float]], float] = max if seq_branch == "slowest" else (lambda v: sum(v) / len(v))
+    seq = seq_out = 0.0
+    for recs in by_step.values():
+        seq += agg([r.prompt_tokens + r.completion_tokens for r in recs])
+        seq_out += agg([r.completion_tokens for r in recs])
+    return {
+        "seq_tokens": seq,
+        "total_tokens": float(sum(c.prompt_tokens + c.completion_tokens for c in calls)),
+        "seq_output_tokens": seq_out,
+        "total_output_tokens": float(sum(c.completion_tokens for c in calls)),
+        "prompt_tokens": float(sum(c.prompt_tokens for c in calls)),
+        "completion_tokens": float(sum(c.completion_tokens for c in calls)),
+        "cached_tokens": float(sum(c.cached_tokens for c in calls)),
+        "max_context_tokens": float(max((c.prompt_tokens + c.completion_tokens for c in calls), default=0)),
+        "engine_calls": float(len({(c.step, c.kind, c.branch if c.n == 1 else -1) for c in calls})),
+    }
+
+
+class Executor:
+    """Runs `graph` for single (problem, sample) pairs on `engine`.
+
+    `extract(text)` returns the final answer of a visible solution text (None: none);
+    `count_tokens(text)` is the engine's token counter (bounding workspaces).
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        graph: Graph,
+        prompts: Any,
+        sampling: Any,
+        seed: int,
+        extract: Callable[[str], str | None],
+        keep_trace: bool = True,
+    ):
+        self.engine = engine
+        self.graph = graph
+        self.prompts = prompts
+        self.sampling = sampling
+        self.seed = seed
+        self.extract = extract
+        self.keep_trace = keep_trace
+        self.count_tokens: Callable[[str], int] = getattr(engine, "count_tokens", None) or _approx_tokens
+
+    async def run_one(self, problem: Any, sample: int) -> Outcome:
+        calls: list[CallRecord] = []
+        trace: list[dict[str, Any]] = []
+        started = time.perf_counter()
+        base = self.sampling
+
+        async def call(
+            step: int,
+            kind: str,
+            messages: list[Message],
+            n: int = 1,
+            *,
+            branch: int = 0,
+            max_tokens: int | None = None,
+            temperature: float | None = None,
+        ) -> list[Completion]:
+            sampling = SamplingParams(
+                max_tokens=max_tokens or base.max_tokens,
+                temperature=base.temperature if temperature is None else temperature,
+                top_p=base.top_p,
+                top_k=base.top_k,
+            )
+            request = GenRequest(
+                messages=tuple(messages),
+                sampling=sampling,
+                n=n,
+                seed=derive_seed(self.seed, problem.id, sample, step, kind, branch),
+                tag=RequestTag(problem.id, sample, step, kind, branch),
+            )
+            out = await self.engine.generate(request)
+            for i, c in enumerate(out):
+                calls.append(
+                    CallRecord(step, kind, branch + i, n, c.prompt_tokens, c.completion_tokens, c.cached_tokens,
+                               c.reasoning_tokens, c.finish_reason, c.latency_s, bool(c.meta.get("from_cache")))
+                )
+            if self.keep_trace:
+                trace.append({
+                    "step": step, "kind": kind, "branch": branch, "n": n,
+                    "messages": [[m.role, m.content] for m in messages],
+                    "outputs": [{"text": c.text, "reasoning": c.reasoning, "finish_reason": c.finish_reason,
+                                 "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+                                 "cached_tokens": c.cached_tokens} for c in out],
+                })
+            return out
+
+        ctx = OpContext(
+            problem=problem.problem,
+            prompts=self.prompts,
+            call=call,
+            rng=lambda step, purpose: random.Random(derive_seed(self.seed, problem.id, sample, step, purpose)),
+            count_tokens=self.count_tokens,
+            extract=self.extract,
+        )
+        try:
+            state = await run_graph(self.graph, ctx)
+            return Outcome(problem.id, sample, state, calls, time.perf_counter() - started, trace=trace, notes=dict(ctx.notes))
+        except EngineError as exc:
+            # Per-problem isolation: this problem-sample is recorded with status "error"; the
+            # run goes on (and fails above engine.max_error_rate).
+            log.warning("problem %s sample %d failed: %s", problem.id, sample, exc)
+            return Outcome(problem.id, sample, None, calls, time.perf_counter() - started,
+                           error=str(exc), error_type=type(exc).__name__, trace=trace, notes=dict(ctx.notes))
+
+
+def _approx_tokens(text: str) -> int:
+    # Without the model's tokenizer: ~4 characters per token for English and LaTeX.
+    return max(1, (len(text) + 3) // 4)
+
+
+def outcome_row(outcome: Outcome, problem: Any, grades: dict[str, Any], final_grade: Any, seq_branch: str) -> dict[str, Any]:
+    """The results.jsonl row of one problem-sample. `grades` maps a draft's answer to its Grade."""
+    row: dict[str, Any] = {"problem_id": outcome.problem_id, "sample": outcome.sample, "gold": problem.answer}
+    row.update(budgets(outcome.calls, seq_branch))
+    row["wall_s"] = round(outcome.wall_s, 4)
+    state = outcome.state
+    if state is None:
+        row.update(answer=None, correct=False, status="error", error=outcome.error, error_type=outcome.error_type, rounds=[])
+        return row
+    final = state.final
+    assert final is not None
+    if final.answer is None:
+        status = "truncated" if final.truncated else "no_answer"
+        correct = False
+    else:
+        status = final_grade.status if final_grade.status in ("correct", "wrong", "no_answer") else "wrong"
+        correct = bool(final_grade.correct)
+    row.update(answer=final.answer, correct=correct, status=status, finish_reason=final.completion.finish_reason)
+    if getattr(final_grade, "error", None):
+        row["grade_error"] = final_grade.error
+    rounds = []
+    for rd in state.rounds:
+        corr = [bool(grades[a].correct) if a is not None and a in grades else False for a in rd.answers]
+        rounds.append({
+            "round": rd.round, "width": rd.width, "answers": rd.answers, "correct": corr,
+            "draft_accuracy": sum(corr) / len(corr) if corr else None,
+            "truncated": sum(rd.truncated), "workspace_tokens": rd.workspace_tokens,
+        })
+    row["rounds"] = rounds
+    if outcome.notes:
+        row["notes"] = outcome.notes
+    return row
+
+
+def call_stats(calls: list[CallRecord]) -> dict[str, Any]:
+    return {"kinds": dict(Counter(c.kind for c in calls)), "calls": [asdict(c) for c in calls]}

@@ -1,0 +1,148 @@
+"""`python -m pdr.run +experiment=NAME [overrides]` (and `-m` for a Hydra multirun sweep).
+
+The Hydra entry point: compose, validate (`OmegaConf.to_object` runs every schema check before
+any engine call), then hand the typed config to `pdr.runner.run`. Kept light: heavy modules load
+only once a run really starts, so `--cfg job` / `--help` answer fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from pdr.config.schema import register_configs
+from pdr.errors import ConfigError, PdrError, did_you_mean
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+log = logging.getLogger("pdr")
+
+register_configs()
+
+
+def _check_group_choices(argv: list[str]) -> None:
+    """'did you mean' for a mistyped config-group option (e.g. strategy=pdrr) before Hydra runs."""
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if "." in key or "/" in key or not value or "," in value or "(" in value:
+            continue
+        group_dir = CONF_DIR / key
+        if not group_dir.is_dir():
+            continue
+        options = sorted(p.stem for p in group_dir.glob("*.yaml"))
+        if value not in options:
+            raise ConfigError(
+                f"{key}={value}: no such option{did_you_mean(value, options)}; available: {', '.join(options)}"
+            )
+
+
+def _config_error(exc: BaseException) -> ConfigError | None:
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, ConfigError):
+            return exc
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        seen += 1
+    return None
+
+
+def _fmt_int(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def format_report(result: Any, cfg: Any) -> str:
+    m = result.summary
+    sim = cfg.engine.name == "sim"
+    lines = [
+        "",
+        f"pdr: {cfg.strategy.name} on {cfg.dataset.name} with engine={cfg.engine.name} (model {cfg.engine.model})"
+        + ("  [SIMULATED engine: these are not a model's results]" if sim else ""),
+    ]
+    if not m:
+        lines.append("  no results")
+        return "\n".join(lines)
+    level = int(round(cfg.metrics.ci_level * 100))
+    lines.append(
+        f"  accuracy      {m['accuracy']:.3f}  [{m['accuracy_ci_low']:.3f}, {m['accuracy_ci_high']:.3f}] {level}% CI"
+        f"   (mean@{cfg.samples} over {int(m['problems'])} problems)"
+    )
+    statuses = " · ".join(f"{s} {round(m[f'frac_{s}'] * m['problem_samples'])}"
+                          for s in ("correct", "wrong", "no_answer", "truncated", "error"))
+    lines.append(f"  status        {statuses}")
+    lines.append(
+        f"  seq tokens    {_fmt_int(m['seq_tokens'])} (output {_fmt_int(m['seq_output_tokens'])})"
+        f"   total tokens {_fmt_int(m['total_tokens'])} (output {_fmt_int(m['total_output_tokens'])})   [means per problem-sample]"
+    )
+    lines.append(f"  max context   {_fmt_int(m.get('max_context_tokens', 0))} tokens")
+    rounds = sorted((int(k.split("_")[1]), v) for k, v in m.items() if k.startswith("round_") and k.endswith("_draft_accuracy"))
+    if len(rounds) > 1:
+        lines.append("  draft acc     " + " -> ".join(f"r{r} {v:.2f}" for r, v in rounds))
+    lines.append(f"  wall time     {m['wall_time_s']:.1f} s   ({_fmt_int(m.get('engine_calls_sent', 0))} engine calls)")
+    lines.append(f"results:  {result.run_dir}/results.jsonl  (summary.json, traces.jsonl alongside)")
+    if result.resumed_rows:
+        lines.append(f"resumed:  kept {result.resumed_rows} finished problem-samples from the earlier run")
+    if result.mlflow_run_id:
+        from pdr.tracking.mlflow_run import ui_command
+
+        lines.append(f"MLflow:   run {result.mlflow_run_id} in experiment '{cfg.tracking.experiment}'")
+        lines.append(f"open it:  {ui_command(result.tracking_uri)}   (then http://127.0.0.1:5000)")
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def _main(dcfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
+
+    try:
+        cfg = OmegaConf.to_object(dcfg)
+    except Exception as exc:  # noqa: BLE001 - OmegaConf wraps errors raised in __post_init__
+        err = _config_error(exc)
+        if err is None:
+            raise
+        print(f"pdr: config error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+    hc = HydraConfig.get()
+    run_dir = Path(cfg.output_dir) if cfg.output_dir else Path(hc.runtime.output_dir)
+    launch_dir = Path(get_original_cwd())
+    from pdr.runner import find_resumable, run, run_key, config_dict
+
+    if cfg.resume and not cfg.output_dir:
+        found = find_resumable(launch_dir / "outputs", run_key(config_dict(cfg))) or find_resumable(
+            launch_dir / "multirun", run_key(config_dict(cfg)))
+        if found is not None and found.resolve() != run_dir.resolve():
+            log.info("resuming %s", found)
+            run_dir = found
+    extra_tags = {}
+    try:
+        extra_tags["overrides"] = " ".join(hc.overrides.task)[:5000]
+    except Exception:  # noqa: BLE001 - outside a Hydra job
+        pass
+    try:
+        result = run(cfg, run_dir, launch_dir=launch_dir, extra_tags=extra_tags)
+    except PdrError as exc:
+        print(f"pdr: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(format_report(result, cfg))
+    return result.summary.get("accuracy")
+
+
+def main() -> None:
+    try:
+        _check_group_choices(sys.argv[1:])
+    except ConfigError as exc:
+        print(f"pdr: config error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""MLflow run lifecycle. The only module that imports mlflow (lazily, when a run starts).
+
+One MLflow run per `pdr.run` job: params = the flattened resolved config (scalars, dotted keys;
+secrets and long prompt texts left out: the whole config is an artifact), tags = engine, model,
+dataset, strategy, git commit, run key, `simulated=true` for engine=sim; metrics = summary.json's.
+A multirun job's run is a child of the sweep's parent run via `parent_run_id` (never through
+MLFLOW_RUN_ID, which would make the first child overwrite the parent).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Config keys whose values must never reach a tracking store, even if a user put a key there.
+_SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization)(?!_env)", re.I)
+PARAM_MAX_CHARS = 500  # older servers cap param values at 500 characters
+
+
+def default_tracking_uri(launch_dir: Path) -> str:
+    return f"sqlite:///{(launch_dir / 'mlflow.db').resolve()}"
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def loggable_params(config: Mapping[str, Any]) -> dict[str, str]:
+    """Flattened scalar params: no secrets, no prompt templates or step graphs (too long: they are
+    in the config.yaml artifact), values cut to PARAM_MAX_CHARS."""
+    params: dict[str, str] = {}
+    for key, value in flatten(config).items():
+        if key.startswith(("prompts.", "hydra.")) or key == "strategy.steps":
+            continue
+        if _SECRET_KEY.search(key.rsplit(".", 1)[-1]):
+            continue
+        text = "null" if value is None else str(value)
+        params[key] = text if len(text) <= PARAM_MAX_CHARS else text[: PARAM_MAX_CHARS - 3] + "..."
+    return params
+
+
+def git_commit(path: Path | None = None) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=path or Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class MlflowRun:
+    """A started MLflow run; use as a context manager or call `end()`."""
+
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        run_name: str | None,
+        params: Mapping[str, str],
+        tags: Mapping[str, str],
+        parent_run_id: str | None = None,
+        resume_run_id: str | None = None,
+        artifact_root: Path | None = None,
+    ):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self._mlflow = mlflow
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        mlflow.set_tracking_uri(uri)
+        self.experiment_id = ensure_experiment(self.client, experiment, artifact_root)
+        if resume_run_id:
+            self.run_id = resume_run_id
+            self.client.update_run(resume_run_id, status="RUNNING")
+        else:
+            all_tags = dict(tags)
+            if parent_run_id:
+                all_tags["mlflow.parentRunId"] = parent_run_id
+            if run_name:
+                all_tags["mlflow.runName"] = run_name
+            run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name)
+            self.run_id = run.info.run_id
+            self.log_params(params)
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # the REST API takes at most 100 params per batch
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, v)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import math
+        import time
+
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
+
+    def log_artifacts(self, paths: Iterable[Path], artifact_path: str | None = None) -> None:
+        for p in paths:
+            if p.is_dir():
+                self.client.log_artifacts(self.run_id, str(p), artifact_path=artifact_path)
+            elif p.exists():
+                self.client.log_artifact(self.run_id, str(p), artifact_path=artifact_path)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def ensure_experiment(client: Any, name: str, artifact_root: Path | None = None) -> str:
+    """The experiment's id, creating it once. Safe against a concurrent creator (another job)."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if artifact_root is not None:
+        location = (artifact_root / name).resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception as exc:  # noqa: BLE001 - a concurrent job may have created it first
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        log.debug("experiment %s created concurrently (%s)", name, exc)
+        return exp.experiment_id
+
+
+def ui_command(uri: str) -> str:
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///") :]
+        try:
+            rel = os.path.relpath(path)
+            if not rel.startswith(".."):
+                return f"mlflow ui --backend-store-uri sqlite:///{rel}"
+        except ValueError:
+            pass
+        return f"mlflow ui --backend-store-uri {uri}"
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser"
+    return f"mlflow ui --backend-store-uri {uri}"

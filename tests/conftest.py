@@ -1,0 +1,40 @@
+"""Shared fixtures: composing configs exactly as `python -m pdr.run` does, and temp run dirs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CONF = REPO / "conf"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def compose(overrides: list[str] | None = None):
+    """The DictConfig that `python -m pdr.run OVERRIDES` would see (without the hydra node)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from pdr.config.schema import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides or []))
+
+
+def compose_object(overrides: list[str] | None = None):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(compose(overrides))
+
+
+@pytest.fixture
+def make_cfg():
+    return compose_object
