@@ -113,7 +113,7 @@ def _main(dcfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     run_dir = Path(cfg.output_dir) if cfg.output_dir else Path(hc.runtime.output_dir)
     launch_dir = Path(get_original_cwd())
-    from pdr.runner import find_resumable, run, run_key, config_dict
+    from pdr.runner import config_dict, find_resumable, run, run_key
 
     if cfg.resume and not cfg.output_dir:
         found = find_resumable(launch_dir / "outputs", run_key(config_dict(cfg))) or find_resumable(
