@@ -11,9 +11,10 @@ The model (all randomness from the per-call seed, so results do not depend on sc
   gives one of a few plausible wrong answers per problem, with Zipf-like weights, so that
   majority votes can converge on a wrong answer.
 - Anchoring: when its prompt holds earlier candidates (a workspace, a previous solution, a
-  summary), it reads their \\boxed{} answers. With probability `anchoring` it adopts one of them,
-  weighting correct ones by (1 + verification); otherwise it solves afresh. So correct candidates
-  in the workspace raise refine accuracy, and a workspace of only wrong candidates lowers it.
+  summary), it reads their \\boxed{} answers. With probability `anchoring` it picks one of them,
+  weighting correct ones by (1 + verification), and adopts it, unless the pick is wrong and it
+  notices (probability v / (1 + v)); otherwise it solves afresh. So correct candidates in the
+  workspace raise refine accuracy, and a workspace of only wrong candidates lowers it.
 - Text has a thinking model's shape: `<think> ... </think>` then a short solution ending in
   \\boxed{answer}. Tokens are whitespace-separated words. Thinking length grows with difficulty
   (log-normal noise); a generation longer than max_tokens is cut there: no answer.
@@ -176,10 +177,14 @@ class SimEngine(BaseEngine):
         p_solve = 1.0 / (1.0 + math.exp(-self.cfg.sharpness * (self.cfg.skill - d)))
         seen = self._workspace_answers(tail)
         if seen and rng.random() < self._anchoring(tail):
+            # Anchor on a workspace answer, correct ones weighted up by verification; a wrong
+            # pick is caught (and the problem solved afresh) with probability v / (1 + v).
             weights = []
             for ans, w in seen.items():
                 weights.append(w * (1.0 + self.cfg.verification) if _norm(ans) == _norm(gold) else w)
-            return rng.choices(list(seen), weights=weights)[0]
+            pick = rng.choices(list(seen), weights=weights)[0]
+            if _norm(pick) == _norm(gold) or rng.random() < 1.0 / (1.0 + self.cfg.verification):
+                return pick
         if rng.random() < p_solve:
             return gold
         wrong = self._wrong_answers(problem)

@@ -278,6 +278,8 @@ def _render_candidates(drafts: Sequence[Candidate], include_thinking: bool, ctx:
         body = d.body(include_thinking) or "(no solution: the output was cut off)"
         if per_candidate is not None:
             body = trim_tokens(body, per_candidate, ctx.count_tokens)
+        if len(drafts) == 1 and per_candidate is not None:
+            return body  # a single draft (SR's previous solution) needs no numbering
         parts.append(render(ctx.prompts.candidate, index=i, solution=body))
     return "\n\n".join(parts)
 
