@@ -1,0 +1,38 @@
+"""Answer extraction and grading (pure functions over strings; see the two modules' docstrings).
+
+``from pdr.evaluation import grade`` — ``grade(response, gold) -> Grade`` with ``.correct``,
+``.status`` (``"correct" | "wrong" | "no_answer"``), ``.extracted`` and ``.error``. ``grade_many`` is
+the batch form. Importing this package is cheap: sympy and math-verify are imported only by the
+worker processes (or by the first in-process check with ``workers=0``).
+"""
+
+from pdr.evaluation.extract import extract_answer, final_answer_statement, last_boxed, strip_thinking
+from pdr.evaluation.grading import (
+    DEFAULT_MAX_ANSWER_CHARS,
+    DEFAULT_TIMEOUT_S,
+    DEFAULT_WORKERS,
+    Grade,
+    Grader,
+    configure,
+    grade,
+    grade_many,
+    shutdown,
+    warm_up,
+)
+
+__all__ = [
+    "DEFAULT_MAX_ANSWER_CHARS",
+    "DEFAULT_TIMEOUT_S",
+    "DEFAULT_WORKERS",
+    "Grade",
+    "Grader",
+    "configure",
+    "extract_answer",
+    "final_answer_statement",
+    "grade",
+    "grade_many",
+    "last_boxed",
+    "shutdown",
+    "strip_thinking",
+    "warm_up",
+]

@@ -1,0 +1,110 @@
+"""Final-answer extraction (pdr.evaluation.extract): thinking, boxes, final-answer statements."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pdr.evaluation import extract_answer, last_boxed, strip_thinking
+
+# (response, expected extracted answer)
+CASES: list[tuple[str, str | None]] = [
+    # boxes, nesting, escapes
+    (r"So the answer is \boxed{25}.", "25"),
+    (r"\boxed{\frac{1}{2}}", r"\frac{1}{2}"),
+    (r"\boxed{\frac{\sqrt{3}}{\frac{1}{2}}}", r"\frac{\sqrt{3}}{\frac{1}{2}}"),
+    (r"$\boxed{ 7 }$", "7"),
+    (r"\boxed {7}", "7"),
+    (r"\fbox{7}", "7"),
+    (r"\boxed{\{1, 2\}}", r"\{1, 2\}"),
+    (r"\boxed{\left\{ 1 \right\}}", r"\left\{ 1 \right\}"),
+    (r"\boxed{\begin{pmatrix} 1 \\ 2 \end{pmatrix}}", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}"),
+    (r"\boxed{\text{(B)}}", r"\text{(B)}"),
+    (r"} stray } braces { \boxed{9}", "9"),
+    # the space form
+    (r"\boxed 5", "5"),
+    (r"$\boxed 5$.", "5"),
+    (r"so \boxed 5, done", "5"),
+    # several boxes: the last wins; empty and unclosed boxes are skipped
+    (r"\boxed{1} then \boxed{2}", "2"),
+    (r"\fbox{1} then \boxed{2} then \fbox{3}", "3"),
+    (r"\boxed{1} \boxed 2", "2"),
+    (r"\boxed{}", None),
+    (r"\boxed{   }", None),
+    (r"\boxed{2} and the format is \boxed{}", "2"),
+    (r"\boxed{3} and truncated \boxed{\frac{1}{", "3"),
+    (r"\boxed{1}\boxed{}\boxed{}\boxed{}\boxed{\frac{", "1"),  # more failures than the fast tries
+    (r"\boxed{x = \boxed{5}}", "5"),
+    (r"\boxedfoo \boxed{3}", "3"),
+    # thinking
+    (r"<think>maybe \boxed{3}</think> The answer is \boxed{4}", "4"),
+    (r"<think>maybe \boxed{3} and I keep thinking", None),  # truncated inside thinking
+    (r"<think>a</think><think>b \boxed{3}", None),  # a second thinking block never closed
+    (r"reasoning \boxed{3}</think> final \boxed{5}", "5"),  # template put <think> in the prompt
+    (r"<think>\boxed{3}</think>", None),  # nothing after thinking
+    (r"<think>\boxed{3}</think>Final Answer: 8", "8"),
+    (r"<THINK>\boxed{3}</THINK> \boxed{6}", "6"),
+    # explicit statements when there is no box
+    ("Final Answer: 42", "42"),
+    ("The final answer is $\\frac{1}{2}$. I hope it is correct.", r"\frac{1}{2}"),
+    ("The final answer is 3.5.", "3.5"),
+    ("The final answer is: 5", "5"),
+    ("**Answer:** 73", "73"),
+    ("**Final Answer**: **73**", "73"),
+    ("**Final Answer:** \\( x = 2 \\)", "x = 2"),
+    ("Answer: 12\nmore text\nFinal answer: 13", "13"),
+    ("Final answer: 13\nAnswer: 14", "14"),
+    ("the final answer is `1000`.", "1000"),
+    ("Final Answer:\n", None),
+    # a box beats a later statement
+    ("\\boxed{5}\nFinal Answer: 6", "5"),
+    # nothing
+    ("The answer is 73", None),  # no "final" and no colon: not an anchor
+    ("nothing here", None),
+    ("", None),
+]
+
+
+@pytest.mark.parametrize(("response", "expected"), CASES)
+def test_extract_answer(response: str, expected: str | None) -> None:
+    assert extract_answer(response) == expected
+
+
+def test_strip_thinking() -> None:
+    assert strip_thinking("<think>a</think>b") == "b"
+    assert strip_thinking("a</think>b</think>c") == "c"
+    assert strip_thinking("<think>a") == ""
+    assert strip_thinking("plain") == "plain"
+
+
+def test_last_boxed_prefers_the_last_usable_box() -> None:
+    assert last_boxed(r"\boxed{1} \boxed{2} \boxed{") == "2"
+    assert last_boxed("no box") is None
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "x " * 1_000_000 + r"\boxed{5}",
+        "{" * 2_000_000 + r"\boxed{5}",
+        r"\boxed{" * 300_000,
+        "}" * 1_000_000 + r"\boxed{" * 3,
+        "final answer" + " " * 1_000_000 + "x",
+        "Answer:\n" * 200_000,
+        "<think>" * 200_000,
+    ],
+    ids=[
+        "2MB-prose",
+        "2MB-open-braces",
+        "unclosed-boxes",
+        "stray-closers",
+        "spaces",
+        "many-anchors",
+        "think-tags",
+    ],
+)
+def test_extraction_is_linear_on_huge_inputs(response: str) -> None:
+    start = time.perf_counter()
+    extract_answer(response)
+    assert time.perf_counter() - start < 2.0
