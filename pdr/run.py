@@ -85,7 +85,12 @@ def format_report(result: Any, cfg: Any) -> str:
     if len(rounds) > 1:
         lines.append("  draft acc     " + " -> ".join(f"r{r} {v:.2f}" for r, v in rounds))
     lines.append(f"  wall time     {m['wall_time_s']:.1f} s   ({_fmt_int(m.get('engine_calls_sent', 0))} engine calls)")
-    lines.append(f"results:  {result.run_dir}/results.jsonl  (summary.json, traces.jsonl alongside)")
+    shown = result.run_dir
+    try:
+        shown = result.run_dir.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        pass
+    lines.append(f"results:  {shown}/results.jsonl  (summary.json, traces.jsonl alongside)")
     if result.resumed_rows:
         lines.append(f"resumed:  kept {result.resumed_rows} finished problem-samples from the earlier run")
     if result.mlflow_run_id:
@@ -99,6 +104,7 @@ def format_report(result: Any, cfg: Any) -> str:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _main(dcfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
     from hydra.utils import get_original_cwd
 
     try:
@@ -121,6 +127,12 @@ def _main(dcfg: DictConfig) -> float | None:
         if found is not None and found.resolve() != run_dir.resolve():
             log.info("resuming %s", found)
             run_dir = found
+    if cfg.tracking.enabled and cfg.tracking.parent_run_id is None and hc.mode == RunMode.MULTIRUN:
+        # A sweep job: nest under the sweep's parent run (written by pdr.tracking.callbacks).
+        from pdr.tracking.callbacks import parent_run_for_job, tracking_uri_for
+
+        cfg.tracking.parent_run_id = parent_run_for_job(
+            launch_dir / hc.sweep.dir, tracking_uri_for(cfg.tracking.uri, launch_dir), cfg.tracking.experiment)
     extra_tags = {}
     try:
         extra_tags["overrides"] = " ".join(hc.overrides.task)[:5000]
