@@ -62,7 +62,8 @@ def format_report(result: Any, cfg: Any) -> str:
     sim = cfg.engine.name == "sim"
     lines = [
         "",
-        f"pdr: {cfg.strategy.name} on {cfg.dataset.name} with engine={cfg.engine.name} (model {cfg.engine.model})"
+        f"pdr: {cfg.strategy.name} on {cfg.dataset.name} with engine={cfg.engine.name}"
+        f" (model {(getattr(result, 'info', None) or {}).get('model') or cfg.engine.model})"
         + ("  [SIMULATED engine: these are not a model's results]" if sim else ""),
     ]
     if not m:

@@ -72,22 +72,110 @@ class SimEngineConfig(EngineConfig):
                 raise ConfigError(f"engine.{key}={v}: must be >= 0")
 
 
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        import difflib
+
+        close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"engine.{key}={value!r}: unknown{hint} (choose one of {', '.join(choices)})")
+
+
+def _check_http_client(cfg: SGLangEngineConfig | OpenAIEngineConfig) -> None:
+    """Checks shared by the two HTTP engines (pure: no I/O)."""
+    if not cfg.url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"engine.url={cfg.url!r}: must start with http:// or https:// (e.g. http://127.0.0.1:30000)"
+        )
+    if cfg.api_key_env is not None and not cfg.api_key_env.strip():
+        raise ConfigError(
+            "engine.api_key_env='': give the NAME of an environment variable, or null for no key"
+        )
+    _check_choice("fork", cfg.fork, ("n", "fanout"))
+    _check_choice("on_context_overflow", cfg.on_context_overflow, ("error", "truncate"))
+    for key in ("ready_timeout_s", "connect_timeout_s"):
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"engine.{key}={getattr(cfg, key)}: must be > 0 seconds")
+    if cfg.retry_backoff_s < 0 or cfg.retry_backoff_max_s < cfg.retry_backoff_s:
+        raise ConfigError(
+            f"engine.retry_backoff_s={cfg.retry_backoff_s}, engine.retry_backoff_max_s={cfg.retry_backoff_max_s}: "
+            "need 0 <= retry_backoff_s <= retry_backoff_max_s"
+        )
+    if cfg.send_seed and cfg.fork == "n":
+        # In deterministic mode the seeded sampler hashes (seed, position): all n copies of one
+        # request share the seed and would come out identical. Each branch needs its own request.
+        raise ConfigError(
+            "engine.send_seed=true with engine.fork=n: the n samples of one request would share one seed "
+            "(identical outputs on a deterministic server); set engine.fork=fanout"
+        )
+
+
+# Keys pdr sets itself on a managed server's command line; they must not come from server_args.
+_RESERVED_SERVER_ARGS = {
+    "model_path": "engine.model",
+    "model": "engine.model",
+    "port": "engine.url",
+    "api_key": "engine.api_key_env",
+}
+
+
 @dataclass
 class SGLangEngineConfig(EngineConfig):
-    """An SGLang server over HTTP. The client never imports the `sglang` package."""
+    """An SGLang server over HTTP. The client never imports the `sglang` package.
+
+    `api=native` posts to /generate with the chat rendered client-side (`chat_template` or
+    `tokenizer_path`); `api=chat` posts to /v1/chat/completions and lets the server render.
+    See docs/real-servers.md for the trade-off and the GPU set-up.
+    """
 
     name: str = "sglang"
-    model: str = "default"
+    model: str = "default"  # HF id or path; with launch=true the --model-path; else informational
     url: str = "http://127.0.0.1:30000"
     api_key_env: str | None = None  # NAME of the env var with the key; the key itself is never in config
     api: str = "native"  # "native" (/generate) | "chat" (/v1/chat/completions)
     fork: str = "n"  # "n" (one request with n) | "fanout" (n concurrent requests)
-    chat_template: str | None = None  # native API: template name/path when no tokenizer is available
-    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Native API: how messages become the prompt text. A built-in name (chatml, qwen3, llama3), a
+    # path to a Jinja chat-template file, or null = tokenizer_path if set, else guessed from the
+    # model path (qwen3/qwen/llama-3 families); anything else fails at start with a clear error.
+    chat_template: str | None = None
+    tokenizer_path: str | None = None  # HF tokenizer for apply_chat_template (needs `transformers`)
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {enable_thinking: false}
+    # Send GenRequest.seed (+ branch) as `sampling_seed`. SGLang honours it only on servers started
+    # with --enable-deterministic-inference; needs fork=fanout (see _check_http_client).
+    send_seed: bool = False
+    on_context_overflow: str = "error"  # "error" | "truncate" (retry once with max_tokens cut to fit)
+    ready_timeout_s: float = 120.0  # start(): wait this long for an external server's /health_generate
+    connect_timeout_s: float = 10.0
+    retry_backoff_s: float = 0.5  # first retry delay; doubles per retry, with jitter
+    retry_backoff_max_s: float = 30.0
+    # Managed server (engine.launch=true): pdr starts it, waits for readiness, stops it at the end.
     launch: bool = False
+    launch_command: list[str] = field(default_factory=list)  # [] = [python, -m, sglang.launch_server]
+    # Server flags: {reasoning_parser: qwen3} -> --reasoning-parser qwen3 (true = bare flag).
     server_args: dict[str, Any] = field(default_factory=dict)
-    startup_timeout_s: float = 1800.0
-    on_context_overflow: str = "error"  # "error" | "truncate"
+    launch_env: dict[str, str] = field(default_factory=dict)  # extra env, e.g. {CUDA_VISIBLE_DEVICES: "0"}
+    startup_timeout_s: float = 1800.0  # model download + load + CUDA-graph capture
+    stop_grace_s: float = 30.0  # SIGTERM, then SIGKILL the process group after this long
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("api", self.api, ("native", "chat"))
+        _check_http_client(self)
+        if self.startup_timeout_s <= 0 or self.stop_grace_s < 0:
+            raise ConfigError(
+                f"engine.startup_timeout_s={self.startup_timeout_s}, engine.stop_grace_s={self.stop_grace_s}: "
+                "must be > 0 and >= 0"
+            )
+        for key in self.server_args:
+            norm = str(key).lstrip("-").replace("-", "_")
+            if norm in _RESERVED_SERVER_ARGS:
+                raise ConfigError(
+                    f"engine.server_args.{key}: set by pdr, use {_RESERVED_SERVER_ARGS[norm]} instead"
+                )
+        if self.launch and self.model == "default":
+            raise ConfigError(
+                "engine.launch=true needs engine.model (the --model-path), e.g. engine.model=Qwen/Qwen3-8B"
+            )
 
 
 @dataclass
@@ -95,8 +183,21 @@ class OpenAIEngineConfig(EngineConfig):
     """Any OpenAI-compatible server (vLLM, SGLang's /v1, hosted APIs)."""
 
     name: str = "openai"
-    model: str = "default"
+    model: str = "default"  # "default" = the only model the server lists (error if it lists several)
     url: str = "http://127.0.0.1:8000/v1"
     api_key_env: str | None = "OPENAI_API_KEY"
     fork: str = "n"  # "n" | "fanout" (for servers without n support)
-    extra_body: dict[str, Any] = field(default_factory=dict)
+    extra_body: dict[str, Any] = field(default_factory=dict)  # merged into every request body
+    # Older servers only know the deprecated `max_tokens`.
+    max_tokens_field: str = "max_completion_tokens"  # "max_completion_tokens" | "max_tokens"
+    send_seed: bool = False  # send GenRequest.seed (+ branch) as `seed`; needs fork=fanout
+    on_context_overflow: str = "error"  # "error" | "truncate"
+    ready_timeout_s: float = 60.0  # start(): wait this long for GET /models
+    connect_timeout_s: float = 10.0
+    retry_backoff_s: float = 0.5
+    retry_backoff_max_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("max_tokens_field", self.max_tokens_field, ("max_completion_tokens", "max_tokens"))
+        _check_http_client(self)

@@ -1,0 +1,510 @@
+"""HTTP plumbing shared by the real engines (sglang, openai): one pooled client, timeouts,
+bounded retries with backoff, and the mapping of server errors onto `pdr.errors`.
+
+Retry policy (the only place in pdr that retries):
+
+* retried, up to `max_retries` times with exponential backoff and jitter: HTTP 408, 429, 502, 503,
+  504, connection errors and resets, and timeouts (a `Retry-After` header is honoured, capped);
+* never retried: any other 4xx, 500 (on SGLang a 500 is a deterministic failure, e.g. an unknown
+  sampling key on <= 0.5.21), malformed responses.
+
+Error bodies come in three shapes on SGLang (sglang-http-api.md §2.6) and are all read here:
+``{"error": {"message": ...}}``, ``{"error": "<text>"}`` and
+``{"object": "error", "message": ..., "type": ..., "code": ...}``.
+
+The API key is sent as ``Authorization: Bearer <key>`` and never appears in logs or exception
+messages: every message that leaves this module is passed through `HttpClient.redact`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import os
+import random
+import re
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+
+from pdr.errors import (
+    AuthError,
+    ConfigError,
+    ContextLengthError,
+    EngineError,
+    EngineRequestError,
+    EngineUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RETRYABLE_STATUS = frozenset({408, 429, 502, 503, 504})
+_BODY_SNIPPET = 300  # characters of an unparseable error body quoted in messages
+_SHARD_CONNECTIONS = 32  # connections per httpx pool (see HttpClient.start)
+
+
+class RetryableHTTPError(EngineUnavailable):
+    """A retryable HTTP status (408/429/502/503/504); `retry_after` in seconds if the server said."""
+
+    def __init__(self, message: str, status: int, retry_after: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+def read_api_key(env_name: str | None) -> str | None:
+    """The API key from the environment variable *named* `env_name` (None = no key).
+
+    Raises ConfigError naming the variable (never printing a value) when it is unset or empty.
+    """
+    if env_name is None:
+        return None
+    value = os.environ.get(env_name)
+    if not value:
+        raise ConfigError(
+            f"engine.api_key_env={env_name}: environment variable {env_name} is not set or empty "
+            f"(export {env_name}=..., or set engine.api_key_env=null for a server without a key)"
+        )
+    return value
+
+
+def error_message(body: Any, text: str = "") -> str:
+    """The human message of an error body in any of the three SGLang shapes (or OpenAI's).
+
+    Falls back to the raw text (truncated) when the body is not one of them.
+    """
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str) and err:
+            return err
+        if body.get("message"):
+            return str(body["message"])
+        if body.get("detail"):  # FastAPI's own 404/405 bodies
+            return str(body["detail"])
+    text = text.strip()
+    return text[:_BODY_SNIPPET] + ("..." if len(text) > _BODY_SNIPPET else "") if text else "(empty body)"
+
+
+def error_code(body: Any) -> str | None:
+    """The machine-readable code of an OpenAI-style error (e.g. "model_not_found"), if any."""
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and err.get("code") is not None:
+            return str(err["code"])
+        if body.get("code") is not None:
+            return str(body["code"])
+    return None
+
+
+@dataclass(frozen=True)
+class ContextOverflow:
+    """Numbers parsed from a context-length error. Units: tokens. `completion` is the requested
+    generation cap when the message states it, else None."""
+
+    input_tokens: int
+    context_length: int
+    completion: int | None = None
+
+    def fitting_max_tokens(self) -> int:
+        """The largest generation cap that fits: context − input − 1 (SGLang clamps to that too)."""
+        return self.context_length - self.input_tokens - 1
+
+
+_CONTEXT_PATTERNS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
+    # SGLang tokenizer manager: prompt alone too long.
+    (
+        re.compile(
+            r"input \((\d+) tokens\) is longer than the model's context length \((\d+) tokens\)", re.I
+        ),
+        ("n", "c"),
+    ),
+    # SGLang: input + max_new_tokens too long.
+    (
+        re.compile(
+            r"maximum context length of (\d+) tokens\. You requested a total of \d+ tokens: (\d+) tokens from the "
+            r"input messages and (\d+) tokens for the completion",
+            re.I,
+        ),
+        ("c", "n", "m"),
+    ),
+    # vLLM / OpenAI style.
+    (
+        re.compile(
+            r"maximum context length is (\d+) tokens\. However, you requested \d+ tokens \((\d+) in the messages, "
+            r"(\d+) in the completion\)",
+            re.I,
+        ),
+        ("c", "n", "m"),
+    ),
+    (
+        re.compile(r"maximum context length is (\d+) tokens and your request has (\d+) input tokens", re.I),
+        ("c", "n"),
+    ),
+    (
+        re.compile(
+            r"maximum context length is (\d+) tokens\. However, your request has (\d+) input tokens", re.I
+        ),
+        ("c", "n"),
+    ),
+    # SGLang scheduler abort.
+    (
+        re.compile(
+            r"Input length \((\d+) tokens\) exceeds the maximum allowed length \((\d+) tokens\)", re.I
+        ),
+        ("n", "c"),
+    ),
+)
+_CONTEXT_HINTS = ("context length", "context_length", "maximum allowed length", "context window")
+
+
+def is_context_error(message: str, code: str | None = None) -> bool:
+    low = message.lower()
+    return code == "context_length_exceeded" or any(h in low for h in _CONTEXT_HINTS)
+
+
+def parse_context_overflow(message: str) -> ContextOverflow | None:
+    """Parse the token numbers out of a context-length message, or None if it has none we know."""
+    for pattern, names in _CONTEXT_PATTERNS:
+        m = pattern.search(message)
+        if m:
+            vals = dict(zip(names, (int(g) for g in m.groups()), strict=True))
+            return ContextOverflow(vals["n"], vals["c"], vals.get("m"))
+    return None
+
+
+class HttpClient:
+    """A pooled `httpx.AsyncClient` with bounded retries; one per engine, created in `start()`.
+
+    `request_json` returns the decoded JSON of a 2xx answer or raises: `EngineUnavailable` after
+    the retries are exhausted, `AuthError` on 401/403, `ContextLengthError` on a 400 about context
+    length, `EngineRequestError` for the rest. Each attempt is bounded by `timeout_s` (total time,
+    not just between bytes).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        name: str,
+        timeout_s: float,
+        max_retries: int,
+        max_connections: int,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+        connect_timeout_s: float = 10.0,
+        backoff_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.name = name
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self._api_key = api_key
+        self._api_key_env = api_key_env
+        self._max_connections = max_connections
+        self._connect_timeout_s = min(connect_timeout_s, timeout_s)
+        self._clients: list[httpx.AsyncClient] = []
+        self._in_flight: list[int] = []
+        self.retries = 0  # retries performed over the client's life (for info and tests)
+
+    async def start(self) -> None:
+        quiet_httpx_logging()
+        headers = {"Accept": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        # Several small pools instead of one big one: httpcore's pool rescans every connection
+        # on each request event, which is quadratic in the connections in flight (measured: 400
+        # concurrent requests cost ~5 s of client CPU in one pool, 0.35 s in pools of <= 32).
+        shards = max(1, -(-self._max_connections // _SHARD_CONNECTIONS))
+        per_shard = -(-self._max_connections // shards) + 4  # + slack for uneven picks
+        self._clients = [
+            httpx.AsyncClient(
+                base_url=self.base_url,
+                headers=headers,
+                timeout=httpx.Timeout(self.timeout_s, connect=self._connect_timeout_s),
+                limits=httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard),
+                # Only our own traffic: no proxies from the environment (an http_proxy set on a
+                # cluster commonly breaks requests to localhost servers).
+                trust_env=False,
+                verify=_ssl_context(),
+            )
+            for _ in range(shards)
+        ]
+        self._in_flight = [0] * shards
+
+    async def close(self) -> None:
+        clients, self._clients = self._clients, []
+        for client in clients:
+            await client.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _client(self) -> AsyncIterator[httpx.AsyncClient]:
+        """The least-busy pool shard, counted as busy while the context is open."""
+        if not self._clients:
+            raise EngineError(f"{self.name}: the engine is not started (call `await engine.start()` first)")
+        i = min(range(len(self._clients)), key=self._in_flight.__getitem__)
+        self._in_flight[i] += 1
+        try:
+            yield self._clients[i]
+        finally:
+            self._in_flight[i] -= 1
+
+    def redact(self, text: str) -> str:
+        """`text` with the API key (if any) replaced by ***."""
+        if self._api_key and self._api_key in text:
+            text = text.replace(self._api_key, "***")
+        return text
+
+    def _backoff(self, retry: int, retry_after: float | None) -> float:
+        """Delay before retry number `retry` (1-based): base·2^(retry−1), capped, with equal jitter."""
+        cap = min(self.backoff_max_s, self.backoff_s * (2 ** (retry - 1)))
+        delay = cap / 2 + random.uniform(0, cap / 2)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.backoff_max_s))
+        return delay
+
+    async def request_json(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        retry: bool = True,
+        body_factory: Callable[[], Any] | None = None,
+    ) -> Any:
+        """Send one request (retrying transient failures) and return the decoded JSON body.
+
+        `body_factory`, when given, builds the body afresh for every attempt (e.g. a new request
+        id: a timed-out request may still be in flight on the server under the old one)."""
+        attempts = self.max_retries + 1 if retry else 1
+        last: EngineUnavailable | None = None
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._attempt(method, path, body_factory() if body_factory else body)
+            except EngineUnavailable as e:
+                last = e
+                if attempt == attempts:
+                    break
+                delay = self._backoff(attempt, e.retry_after if isinstance(e, RetryableHTTPError) else None)
+                self.retries += 1
+                logger.warning("%s; retry %d/%d in %.2f s", e, attempt, self.max_retries, delay)
+                await asyncio.sleep(delay)
+        if attempts == 1 or last is None:
+            raise last or EngineUnavailable(f"{self.name}: {method} {path} failed")
+        raise EngineUnavailable(f"{last} (gave up after {attempts} attempts)") from last
+
+    async def _attempt(self, method: str, path: str, body: Any) -> Any:
+        url = f"{self.base_url}{path}"
+        try:
+            async with asyncio.timeout(self.timeout_s), self._client() as client:
+                resp = await client.request(method, path, json=body)
+        except (TimeoutError, httpx.TimeoutException) as e:
+            raise EngineUnavailable(
+                f"{self.name}: {method} {url} timed out after {self.timeout_s:g} s ({type(e).__name__}; "
+                "raise engine.timeout_s for long generations)"
+            ) from None
+        except httpx.TransportError as e:  # connect errors, resets, protocol errors: transient
+            raise EngineUnavailable(
+                self.redact(
+                    f"{self.name}: {method} {url} failed: {type(e).__name__}: {e or 'connection error'}"
+                )
+            ) from None
+        except httpx.HTTPError as e:  # decoding errors and the like: not worth retrying
+            raise EngineRequestError(
+                self.redact(f"{self.name}: {method} {url} failed: {type(e).__name__}: {e}")
+            ) from None
+        return self._decode(method, url, resp)
+
+    def _decode(self, method: str, url: str, resp: httpx.Response) -> Any:
+        status = resp.status_code
+        text = resp.text
+        try:
+            data = json.loads(text) if text else None
+        except ValueError:
+            data = None
+        if 200 <= status < 300:
+            if data is None:
+                raise EngineRequestError(
+                    self.redact(
+                        f"{self.name}: {method} {url}: HTTP {status} with a non-JSON body: {text[:_BODY_SNIPPET]!r}"
+                    ),
+                    status,
+                )
+            return data
+        raise self.error_for(status, data, text, method, url, resp.headers.get("retry-after"))
+
+    def error_for(
+        self, status: int, data: Any, text: str, method: str, url: str, retry_after: str | None = None
+    ) -> EngineError:
+        """The exception for a non-2xx answer (see the module docstring for the mapping)."""
+        msg = error_message(data, text)
+        where = f"{self.name}: {method} {url}: HTTP {status}"
+        if status in RETRYABLE_STATUS:
+            return RetryableHTTPError(self.redact(f"{where}: {msg}"), status, _parse_retry_after(retry_after))
+        if status in (401, 403):
+            hint = (
+                f"check the key in ${self._api_key_env}"
+                if self._api_key_env
+                else "the server needs a key: set engine.api_key_env"
+            )
+            return AuthError(self.redact(f"{where}: {msg} ({hint})"), status)
+        if status in (400, 413, 422) and is_context_error(msg, error_code(data)):
+            return ContextLengthError(
+                self.redact(
+                    f"{where}: the prompt does not fit the model's context: {msg} "
+                    "(lower sampling.max_tokens or shorten the prompt; engine.on_context_overflow=truncate "
+                    "retries once with a smaller max_tokens)"
+                ),
+                status,
+            )
+        return EngineRequestError(self.redact(f"{where}: {msg}"), status)
+
+    async def get_status(self, path: str, *, timeout_s: float = 5.0) -> int:
+        """One GET without retries; returns the HTTP status (body ignored). Transport failures
+        and timeouts raise EngineUnavailable. Used for readiness probes."""
+        try:
+            async with asyncio.timeout(timeout_s), self._client() as client:
+                resp = await client.get(path)
+                return resp.status_code
+        except (TimeoutError, httpx.TimeoutException):
+            raise EngineUnavailable(f"{self.name}: GET {self.base_url}{path} timed out") from None
+        except httpx.TransportError as e:
+            raise EngineUnavailable(f"{self.name}: GET {self.base_url}{path}: {type(e).__name__}") from None
+
+    async def get_json_optional(self, *paths: str) -> dict[str, Any] | None:
+        """GET the first of `paths` that exists (404 → try the next; older servers only have the
+        deprecated aliases). None if none exists. Other errors raise as in `request_json`."""
+        for path in paths:
+            try:
+                data = await self.request_json("GET", path)
+            except EngineRequestError as e:
+                if e.status in (404, 405):
+                    continue
+                raise
+            return data if isinstance(data, dict) else {"value": data}
+        return None
+
+
+async def wait_ready(
+    http: HttpClient,
+    *,
+    timeout_s: float,
+    paths: tuple[str, ...] = ("/health_generate", "/health"),
+    interval_s: float = 0.25,
+    max_interval_s: float = 5.0,
+) -> str:
+    """Poll GET `paths[0]` until it answers 200 (a 404 moves on to the next path); return the
+    path that answered. 503 and connection errors mean "still starting". 401/403 raise AuthError.
+    Raises EngineUnavailable after `timeout_s` seconds."""
+    deadline = time.monotonic() + timeout_s
+    idx = 0
+    last = "no answer yet"
+    next_log = time.monotonic() + 30.0
+    while True:
+        path = paths[idx]
+        try:
+            status = await http.get_status(path, timeout_s=min(30.0, max(1.0, timeout_s)))
+        except EngineUnavailable as e:
+            status, last = None, str(e)
+        if status == 200:
+            return path
+        if status in (404, 405) and idx + 1 < len(paths):
+            idx += 1
+            continue
+        if status in (401, 403):
+            raise AuthError(
+                f"{http.name}: GET {http.base_url}{path}: HTTP {status} (health endpoints need no key: is this an SGLang server?)",
+                status,
+            )
+        if status is not None:
+            last = f"HTTP {status} from {path}"
+        now = time.monotonic()
+        if now >= deadline:
+            raise EngineUnavailable(
+                f"{http.name}: server at {http.base_url} not ready after {timeout_s:g} s ({last}); "
+                "is it running? (raise engine.ready_timeout_s while it loads)"
+            )
+        if now >= next_log:
+            logger.info("%s: waiting for %s to become ready (%s)", http.name, http.base_url, last)
+            next_log = now + 30.0
+        await asyncio.sleep(min(interval_s, max(0.0, deadline - now)))
+        interval_s = min(max_interval_s, interval_s * 1.5)
+
+
+def quiet_httpx_logging() -> None:
+    """httpx logs every request at INFO (thousands of lines per run); pdr logs what matters
+    (retries, failures) itself. Only applied when nobody configured the httpx logger."""
+    for name in ("httpx", "httpcore"):
+        lg = logging.getLogger(name)
+        if lg.level == logging.NOTSET:
+            lg.setLevel(logging.WARNING)
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One default (certifi) SSL context per process: building it costs tens of milliseconds,
+    and every pool shard would otherwise build its own."""
+    return httpx.create_ssl_context()
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # HTTP-date form: ignore, the backoff applies
+
+
+def largest_remainder_split(total: int, weights: list[float]) -> list[int]:
+    """Split the integer `total` into len(weights) integers proportional to `weights`, summing
+    exactly to `total` (largest-remainder rounding; equal split when all weights are 0)."""
+    k = len(weights)
+    if k == 0:
+        return []
+    total = max(0, int(total))
+    wsum = float(sum(max(0.0, w) for w in weights))
+    if wsum <= 0:
+        weights, wsum = [1.0] * k, float(k)
+    raw = [total * max(0.0, w) / wsum for w in weights]
+    out = [int(r) for r in raw]
+    order = sorted(range(k), key=lambda i: (raw[i] - out[i], -i), reverse=True)
+    for i in order[: total - sum(out)]:
+        out[i] += 1
+    return out
+
+
+async def with_context_fallback(
+    send: Callable[[int], Awaitable[T]], max_tokens: int, *, on_overflow: str, name: str
+) -> tuple[T, int | None]:
+    """Call `send(max_tokens)`; on a ContextLengthError with `on_overflow == "truncate"` retry
+    once with the largest cap that fits (context − input − 1, parsed from the server's message).
+
+    Returns (result, reduced cap or None). Re-raises when the mode is "error", when the message
+    has no numbers, or when even one token would not fit.
+    """
+    try:
+        return await send(max_tokens), None
+    except ContextLengthError as e:
+        if on_overflow != "truncate":
+            raise
+        overflow = parse_context_overflow(str(e))
+        fit = overflow.fitting_max_tokens() if overflow else 0
+        if not 1 <= fit < max_tokens:
+            raise ContextLengthError(f"{e} [truncate: no smaller max_tokens fits]", e.status) from e
+        logger.warning("%s: prompt of %d tokens + max_tokens=%d exceeds the context of %d; retrying with max_tokens=%d",
+                       name, overflow.input_tokens, max_tokens, overflow.context_length, fit)  # fmt: skip
+        return await send(fit), fit
