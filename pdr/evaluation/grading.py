@@ -476,6 +476,27 @@ def _children_allowed() -> Iterator[None]:
         config["daemon"] = True
 
 
+@contextlib.contextmanager
+def _stdlib_start_method() -> Iterator[None]:
+    """Make the global start method one the child can resolve while a worker starts.
+
+    A spawned child re-applies its parent's *global* start method. Inside a joblib/loky worker
+    (Hydra's joblib launcher) that is "loky", which a plain spawned child cannot find ("cannot
+    find context for 'loky'"), so it is switched to "spawn" for the duration of start().
+    """
+    import multiprocessing
+
+    current = multiprocessing.get_start_method(allow_none=True)
+    if current in (None, "fork", "spawn", "forkserver"):
+        yield
+        return
+    multiprocessing.set_start_method("spawn", force=True)
+    try:
+        yield
+    finally:
+        multiprocessing.set_start_method(current, force=True)
+
+
 class _Worker:
     """One worker process and the parent's end of its pipe."""
 
@@ -485,7 +506,7 @@ class _Worker:
             target=_worker_main, args=(child_conn, memory_limit_mb), name=name, daemon=True
         )
         try:
-            with _START_LOCK, _children_allowed():
+            with _START_LOCK, _children_allowed(), _stdlib_start_method():
                 self.process.start()
         except BaseException:
             parent_conn.close()
