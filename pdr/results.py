@@ -3,6 +3,9 @@
 - results.jsonl: one row per finished (problem, sample), appended, flushed and fsync'ed as each
   one finishes, so a crash (even SIGKILL) loses nothing that finished.
 - traces.jsonl: the full trace of each problem-sample (prompts, drafts, workspaces, outputs).
+- errors.jsonl: every error row of every attempt (a resume re-runs error rows, so results.jsonl's
+  final rows may no longer show an error that happened): problem, sample, type, message, attempt.
+- calls.sqlite: the call journal (pdr.engines.cache), for resume without re-sending calls.
 - summary.json: metrics and the resolved config, written at the end.
 - run.json: the run's identity (run key, MLflow run id), for resume.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -21,6 +25,8 @@ log = logging.getLogger(__name__)
 RESULTS = "results.jsonl"
 TRACES = "traces.jsonl"
 SUMMARY = "summary.json"
+ERRORS = "errors.jsonl"
+JOURNAL = "calls.sqlite"  # the run's call journal (pdr.engines.cache)
 RUN_INFO = "run.json"
 
 
@@ -43,6 +49,10 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 
 class ResultsWriter:
+    """Appends rows and traces to a run directory; each row is fsync'ed before `write` returns.
+
+    Not thread-safe: call from one thread (the runner's event loop)."""
+
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -50,6 +60,7 @@ class ResultsWriter:
         self._repair(run_dir / TRACES)
         self._results: IO[str] = (run_dir / RESULTS).open("a", encoding="utf-8")
         self._traces: IO[str] = (run_dir / TRACES).open("a", encoding="utf-8")
+        self._errors: IO[str] | None = None  # opened at the first error
 
     @staticmethod
     def _repair(path: Path) -> None:
@@ -66,17 +77,36 @@ class ResultsWriter:
     def existing_rows(self) -> list[dict[str, Any]]:
         return list(read_jsonl(self.run_dir / RESULTS))
 
-    def write(self, row: dict[str, Any], trace: dict[str, Any] | None) -> None:
+    def write(self, row: dict[str, Any], trace: dict[str, Any] | None, attempt: int | None = None) -> None:
+        """Append one finished row (and its trace). The row is durable when this returns; an error
+        row is also logged to errors.jsonl with `attempt` (the run's 1-based attempt number)."""
         if trace is not None:
             self._traces.write(json.dumps(trace, ensure_ascii=False) + "\n")
             self._traces.flush()
+        if row.get("status") == "error":
+            if self._errors is None:
+                self._repair(self.run_dir / ERRORS)
+                self._errors = (self.run_dir / ERRORS).open("a", encoding="utf-8")
+            entry = {
+                "problem_id": row.get("problem_id"),
+                "sample": row.get("sample"),
+                "error_type": row.get("error_type"),
+                "error": row.get("error"),
+                "attempt": attempt,
+                "time": round(time.time(), 3),
+            }
+            self._errors.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            self._errors.flush()
         self._results.write(json.dumps(row, ensure_ascii=False) + "\n")
         self._results.flush()
         os.fsync(self._results.fileno())
 
     def close(self) -> None:
+        """Close the files (idempotent)."""
         self._results.close()
         self._traces.close()
+        if self._errors is not None:
+            self._errors.close()
 
 
 def write_json(path: Path, data: Any) -> None:

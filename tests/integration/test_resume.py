@@ -1,0 +1,256 @@
+"""Resume: a run killed at any point (SIGKILL included) and started again with resume=true re-sends
+no finished engine call and ends with the results of an uninterrupted run with the same seed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import compose_object
+
+# The quickstart, slowed down (simulated latency, few slots) so that there is time to kill it:
+# 48 problem-samples x 5 calls, ~3 s. Latency is not part of the sim's call identity, so the
+# in-process reference run below (no latency) computes exactly the same calls.
+BASE = ["+experiment=quickstart", "progress=false"]
+SLOW = ["engine.latency_base_ms=60", "engine.max_concurrency=8"]
+TOTAL_ROWS = 12 * 4
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PDR_CACHE_DIR"] = str(tmp / "cache")  # never the user's ~/.cache
+    return env
+
+
+def _pdr(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pdr.run", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(cwd),
+        **kw,
+    )
+
+
+def _rows(path: Path) -> dict[tuple[str, int], dict]:
+    """Final rows by (problem, sample), without the wall-clock field."""
+    out = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        r.pop("wall_s", None)
+        out[(r["problem_id"], r["sample"])] = r
+    return out
+
+
+def _journal_count(run_dir: Path) -> int:
+    conn = sqlite3.connect(f"file:{run_dir / 'calls.sqlite'}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def _kill_when(proc: subprocess.Popen, cwd: Path, min_rows: int, sig: int) -> Path:
+    """Send `sig` to `proc` once its results.jsonl has `min_rows` rows; return its run dir."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = list(cwd.glob("outputs/*/*/results.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= min_rows:
+            proc.send_signal(sig)
+            proc.wait(timeout=30)
+            return found[0].parent
+        if proc.poll() is not None:
+            pytest.fail(
+                f"the run ended before it could be interrupted: {proc.stderr.read() if proc.stderr else ''}"
+            )
+        time.sleep(0.01)
+    proc.kill()
+    pytest.fail("the run wrote no rows in 60 s")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run of the same experiment and seed, in-process; its calls per problem-sample."""
+    from pdr.runner import run
+
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    result = run(compose_object([*BASE, "tracking.enabled=false"]), run_dir)
+    calls = {
+        (t["problem_id"], t["sample"]): len(t["calls"])
+        for t in map(json.loads, (run_dir / "traces.jsonl").read_text().splitlines())
+    }
+    return _rows(run_dir / "results.jsonl"), result.summary, calls
+
+
+def test_sigkill_then_resume_resends_nothing_finished_and_matches_an_uninterrupted_run(tmp_path, reference):
+    ref_rows, ref_summary, ref_calls = reference
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [*BASE, *SLOW, f"tracking.uri={uri}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pdr.run", *args],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run_dir = _kill_when(proc, tmp_path, min_rows=6, sig=signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+
+    killed = _rows(run_dir / "results.jsonl")
+    assert 6 <= len(killed) < TOTAL_ROWS, "killed too late to test anything"
+    kept = {k for k, r in killed.items() if r["status"] != "error"}
+    journal_before = _journal_count(run_dir)
+    run_id = json.loads((run_dir / "run.json").read_text())["mlflow_run_id"]
+    assert run_id and not (run_dir / "summary.json").exists()
+
+    proc2 = _pdr([*args, "resume=true"], tmp_path)  # finds the killed run by its run key
+    assert proc2.returncode == 0, proc2.stderr[-3000:]
+    assert f"resumed:  kept {len(kept)} finished problem-samples" in proc2.stdout
+    assert len(list(tmp_path.glob("outputs/*/*/summary.json"))) == 1  # continued in place, no new run dir
+
+    # Same final results as the uninterrupted run, row for row.
+    resumed = _rows(run_dir / "results.jsonl")
+    assert resumed == ref_rows
+
+    # No finished call re-sent: the calls this attempt sent plus those the killed one finished
+    # (its journal) are exactly the calls of an uninterrupted run; every journal entry of a
+    # re-run problem-sample came back from the journal.
+    s = json.loads((run_dir / "summary.json").read_text())
+    m = s["metrics"]
+    assert ref_summary["engine_calls_sent"] == sum(ref_calls.values())
+    assert m["engine_calls_sent"] + journal_before == ref_summary["engine_calls_sent"]
+    needed = sum(n for k, n in ref_calls.items() if k not in kept)
+    assert m["engine_calls_sent"] + m["cache_hits_journal"] == needed
+    assert m["cache_hits_journal"] == journal_before - sum(ref_calls[k] for k in kept)
+    assert m["cache_hits_journal"] > 0, "no in-flight call was recovered (killed between problem-samples?)"
+    assert s["resume"] == {
+        "attempt": 2,
+        "kept_rows": len(kept),
+        "ran": TOTAL_ROWS - len(kept),
+        "journal_calls_before": journal_before,
+    }
+    assert m["resumed_rows"] == len(kept)
+    assert m["accuracy"] == pytest.approx(ref_summary["accuracy"])
+
+    # The same MLflow run, continued and FINISHED.
+    assert json.loads((run_dir / "run.json").read_text())["mlflow_run_id"] == run_id
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("quickstart")
+    runs = client.search_runs([exp.experiment_id])
+    assert [r.info.run_id for r in runs] == [run_id]
+    assert runs[0].info.status == "FINISHED"
+    assert runs[0].data.metrics["accuracy"] == pytest.approx(ref_summary["accuracy"])
+    assert runs[0].data.metrics["engine_calls_sent"] == m["engine_calls_sent"]
+    assert runs[0].data.tags["attempts"] == "2"
+
+
+def test_sigterm_stops_cleanly_and_resume_with_explicit_output_dir(tmp_path, reference):
+    ref_rows, _, _ = reference
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [*BASE, *SLOW, f"tracking.uri={uri}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pdr.run", *args],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run_dir = _kill_when(proc, tmp_path, min_rows=3, sig=signal.SIGTERM)
+    err = proc.stderr.read()
+    assert proc.returncode == 1, err
+    assert "interrupted" in err and "resume=true" in err and "Traceback" not in err
+    run_id = json.loads((run_dir / "run.json").read_text())["mlflow_run_id"]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_run(run_id).info.status == "KILLED"
+
+    # resume=true output_dir=PATH: continue exactly that directory (from another cwd).
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    proc2 = _pdr([*BASE, f"tracking.uri={uri}", *SLOW, "resume=true", f"output_dir={run_dir}"], other)
+    assert proc2.returncode == 0, proc2.stderr[-3000:]
+    assert _rows(run_dir / "results.jsonl") == ref_rows
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_resuming_a_finished_run_starts_no_engine(tmp_path, monkeypatch):
+    from pdr.runner import run
+
+    cfg = compose_object([*BASE, "tracking.enabled=false", "dataset.limit=2", "samples=1"])
+    run(cfg, tmp_path)
+    import pdr.engines.sim
+
+    def refuse(self):  # noqa: ANN001
+        raise AssertionError("engine started although nothing was left to do")
+
+    monkeypatch.setattr(pdr.engines.sim.SimEngine, "start", refuse)
+    cfg.resume = True
+    result = run(cfg, tmp_path)
+    assert result.resumed_rows == 2 and result.summary["engine_calls_sent"] == 0
+
+
+def test_a_directory_of_another_run_is_refused_even_with_resume(tmp_path):
+    from pdr.runner import RunFailed, run
+
+    run(compose_object([*BASE, "tracking.enabled=false", "dataset.limit=1", "samples=1"]), tmp_path)
+    before = (tmp_path / "results.jsonl").read_bytes()
+    for extra in ([], ["resume=true"]):
+        cfg = compose_object(
+            [*BASE, "tracking.enabled=false", "dataset.limit=1", "samples=1", "seed=1", *extra]
+        )
+        with pytest.raises(RunFailed, match="different configuration"):
+            run(cfg, tmp_path)
+    assert (tmp_path / "results.jsonl").read_bytes() == before
+
+
+def test_error_rows_are_rerun_on_resume_and_finished_calls_come_from_the_journal(tmp_path, monkeypatch):
+    """A run that failed above max_error_rate keeps its rows; resume re-runs only the error rows."""
+    from pdr.engines.sim import SimEngine
+    from pdr.errors import EngineUnavailable
+    from pdr.runner import RunFailed, run
+
+    real = SimEngine._generate
+
+    async def flaky(self, request):  # noqa: ANN001
+        # Every second-round draft of problem-sample samples 0 fails: their first calls finished.
+        if request.tag.sample == 0 and request.tag.step == 2:
+            raise EngineUnavailable("503 Service Unavailable (after 3 retries)")
+        return await real(self, request)
+
+    monkeypatch.setattr(SimEngine, "_generate", flaky)
+    args = [*BASE, "tracking.enabled=false", "engine.max_error_rate=0.1"]
+    with pytest.raises(RunFailed, match=r"max_error_rate.*resume=true"):
+        run(compose_object(args), tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "FAILED" and "max_error_rate" in summary["failure"]
+    assert summary["errors"]["by_type"] == {"EngineUnavailable": summary["errors"]["count"]}
+    assert "EngineUnavailable" in summary["errors"]["hints"]
+    errors_log = [json.loads(x) for x in (tmp_path / "errors.jsonl").read_text().splitlines()]
+    assert errors_log and all(
+        e["attempt"] == 1 and e["error_type"] == "EngineUnavailable" for e in errors_log
+    )
+
+    monkeypatch.setattr(SimEngine, "_generate", real)  # the server is back
+    result = run(compose_object([*args, "resume=true"]), tmp_path)
+    rows = result.rows
+    assert len(rows) == TOTAL_ROWS and not any(r["status"] == "error" for r in rows)
+    m = result.summary
+    assert m["cache_hits_journal"] >= 2 * len(errors_log)  # each failed sample's draft + summary calls
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "FINISHED" and summary["errors"]["count"] == 0
+    assert summary["errors"]["all_attempts"]["count"] == len(errors_log)
