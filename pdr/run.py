@@ -43,6 +43,33 @@ def _check_group_choices(argv: list[str]) -> None:
             )
 
 
+def _check_unknown_keys(node: Any, path: str = "") -> None:
+    """Reject keys that no schema declares. Hydra's `+key=value` can append to a structured node
+    without complaint (and to_object then drops the value), so `+engine.timeout=5` would be
+    silently ignored; this names it instead."""
+    import dataclasses
+
+    from omegaconf import DictConfig, ListConfig
+
+    if isinstance(node, DictConfig):
+        obj_type = OmegaConf.get_type(node)
+        if obj_type is not None and dataclasses.is_dataclass(obj_type):
+            fields = {f.name for f in dataclasses.fields(obj_type)}
+            for key in node.keys():
+                if key not in fields:
+                    where = f"{path}.{key}" if path else str(key)
+                    raise ConfigError(
+                        f"{where}: unknown key{did_you_mean(str(key), fields)}; "
+                        f"keys of {path or 'the config'}: {', '.join(sorted(fields))}"
+                    )
+        for key in node.keys():
+            if key == "hydra":
+                continue
+            child = node._get_node(key)
+            if isinstance(child, DictConfig | ListConfig):
+                _check_unknown_keys(child, f"{path}.{key}" if path else str(key))
+
+
 def _config_error(exc: BaseException) -> ConfigError | None:
     seen = 0
     while exc is not None and seen < 10:
@@ -85,7 +112,10 @@ def format_report(result: Any, cfg: Any) -> str:
     rounds = sorted((int(k.split("_")[1]), v) for k, v in m.items() if k.startswith("round_") and k.endswith("_draft_accuracy"))
     if len(rounds) > 1:
         lines.append("  draft acc     " + " -> ".join(f"r{r} {v:.2f}" for r, v in rounds))
-    lines.append(f"  wall time     {m['wall_time_s']:.1f} s   ({_fmt_int(m.get('engine_calls_sent', 0))} engine calls)")
+    calls = f"{_fmt_int(m.get('engine_calls_sent', 0))} engine calls"
+    if m.get("cache_hits"):
+        calls += f", {_fmt_int(m['cache_hits'])} served from the call cache"
+    lines.append(f"  wall time     {m['wall_time_s']:.1f} s   ({calls})")
     shown = result.run_dir
     try:
         shown = result.run_dir.resolve().relative_to(Path.cwd().resolve())
@@ -109,6 +139,7 @@ def _main(dcfg: DictConfig) -> float | None:
     from hydra.utils import get_original_cwd
 
     try:
+        _check_unknown_keys(dcfg)
         cfg = OmegaConf.to_object(dcfg)
     except Exception as exc:  # noqa: BLE001 - OmegaConf wraps errors raised in __post_init__
         err = _config_error(exc)

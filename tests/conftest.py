@@ -15,6 +15,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Tests must not write to the user's persistent call cache (~/.cache/pdr).
+if "PDR_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["PDR_CACHE_DIR"] = tempfile.mkdtemp(prefix="pdr-test-cache-")
 
 
 def compose(overrides: list[str] | None = None):

@@ -20,7 +20,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # Config keys whose values must never reach a tracking store, even if a user put a key there.
-_SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization)(?!_env)", re.I)
+# Anchored at the end of the key's last component, so `max_tokens` or `workspace_tokens` are
+# logged while `api_key`, `hf_token` or `password` are not; `*_env` names a variable, not a secret.
+_SECRET_KEY = re.compile(r"(^|[_-])(api[_-]?key|token|secret|password|authorization)$", re.I)
 PARAM_MAX_CHARS = 500  # older servers cap param values at 500 characters
 
 

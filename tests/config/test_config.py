@@ -179,3 +179,19 @@ def test_cli_reports_validation_error_before_any_work(tmp_path):
 def test_resolved_config_is_plain_yaml():
     text = OmegaConf.to_yaml(compose(["+experiment=quickstart"]), resolve=True)
     assert "widths:" in text and str(REPO) not in text
+
+
+def test_cli_rejects_keys_appended_with_plus(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pdr.run", "+experiment=quickstart", "+engine.timeout=5",
+                           "tracking=off"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "engine.timeout: unknown key (did you mean 'timeout_s'?)" in proc.stderr
+    assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").glob("*/*/results.jsonl"))
+
+
+def test_mlflow_params_keep_token_budgets_but_not_secrets():
+    from pdr.tracking.mlflow_run import loggable_params
+
+    params = loggable_params({"sampling": {"max_tokens": 5}, "strategy": {"workspace_tokens": 3},
+                              "engine": {"api_key_env": "X", "api_key": "s", "hf_token": "t"}})
+    assert params == {"sampling.max_tokens": "5", "strategy.workspace_tokens": "3", "engine.api_key_env": "X"}
