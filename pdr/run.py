@@ -8,6 +8,7 @@ only once a run really starts, so `--cfg job` / `--help` answer fast.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,12 @@ def _check_unknown_keys(node: Any, path: str = "") -> None:
             for key in node.keys():
                 if key not in fields:
                     where = f"{path}.{key}" if path else str(key)
+                    hint = ""
+                    if re.search(r"(key|token|secret|password)$", str(key), re.I):
+                        hint = (" (never put a credential in the config: export it and name the variable "
+                                "with engine.api_key_env=VAR)")
                     raise ConfigError(
-                        f"{where}: unknown key{did_you_mean(str(key), fields)}; "
+                        f"{where}: unknown key{did_you_mean(str(key), fields)}{hint}; "
                         f"keys of {path or 'the config'}: {', '.join(sorted(fields))}"
                     )
         for key in node.keys():
