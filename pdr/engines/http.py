@@ -14,12 +14,15 @@ Error bodies come in three shapes on SGLang (sglang-http-api.md §2.6) and are a
 
 The API key is sent as ``Authorization: Bearer <key>`` and never appears in logs or exception
 messages: every message that leaves this module is passed through `HttpClient.redact`.
+
+The transport is aiohttp, not httpx: with hundreds of requests in flight httpx/httpcore cost
+~1-2 ms of client CPU per request (anyio cancel scopes, and a connection pool that rescans every
+connection on each request event), aiohttp ~0.2 ms (experiments/benchmarks/bench_client_overhead.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
@@ -28,11 +31,11 @@ import random
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
 
 from pdr.errors import (
     AuthError,
@@ -49,7 +52,9 @@ T = TypeVar("T")
 
 RETRYABLE_STATUS = frozenset({408, 429, 502, 503, 504})
 _BODY_SNIPPET = 300  # characters of an unparseable error body quoted in messages
-_SHARD_CONNECTIONS = 32  # connections per httpx pool (see HttpClient.start)
+# Idle keep-alive connections are dropped after this long: below uvicorn's (SGLang's) 5 s, so a
+# connection the server is about to close is not reused (that would be a needless reset + retry).
+_KEEPALIVE_S = 4.0
 
 
 class RetryableHTTPError(EngineUnavailable):
@@ -184,7 +189,7 @@ def parse_context_overflow(message: str) -> ContextOverflow | None:
 
 
 class HttpClient:
-    """A pooled `httpx.AsyncClient` with bounded retries; one per engine, created in `start()`.
+    """A pooled `aiohttp.ClientSession` with bounded retries; one per engine, created in `start()`.
 
     `request_json` returns the decoded JSON of a 2xx answer or raises: `EngineUnavailable` after
     the retries are exhausted, `AuthError` on 401/403, `ContextLengthError` on a 400 about context
@@ -216,51 +221,37 @@ class HttpClient:
         self._api_key_env = api_key_env
         self._max_connections = max_connections
         self._connect_timeout_s = min(connect_timeout_s, timeout_s)
-        self._clients: list[httpx.AsyncClient] = []
-        self._in_flight: list[int] = []
+        self._session: aiohttp.ClientSession | None = None
         self.retries = 0  # retries performed over the client's life (for info and tests)
 
     async def start(self) -> None:
-        quiet_httpx_logging()
         headers = {"Accept": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        # Several small pools instead of one big one: httpcore's pool rescans every connection
-        # on each request event, which is quadratic in the connections in flight (measured: 400
-        # concurrent requests cost ~5 s of client CPU in one pool, 0.35 s in pools of <= 32).
-        shards = max(1, -(-self._max_connections // _SHARD_CONNECTIONS))
-        per_shard = -(-self._max_connections // shards) + 4  # + slack for uneven picks
-        self._clients = [
-            httpx.AsyncClient(
-                base_url=self.base_url,
-                headers=headers,
-                timeout=httpx.Timeout(self.timeout_s, connect=self._connect_timeout_s),
-                limits=httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard),
-                # Only our own traffic: no proxies from the environment (an http_proxy set on a
-                # cluster commonly breaks requests to localhost servers).
-                trust_env=False,
-                verify=_ssl_context(),
-            )
-            for _ in range(shards)
-        ]
-        self._in_flight = [0] * shards
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections,
+            keepalive_timeout=_KEEPALIVE_S,
+            ssl=_ssl_context() if self.base_url.startswith("https:") else True,
+        )
+        self._session = aiohttp.ClientSession(
+            headers=headers,
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=self._connect_timeout_s),
+            # Only our own traffic: no proxies from the environment (an http_proxy set on a
+            # cluster commonly breaks requests to localhost servers).
+            trust_env=False,
+            raise_for_status=False,
+        )
 
     async def close(self) -> None:
-        clients, self._clients = self._clients, []
-        for client in clients:
-            await client.aclose()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
-    @contextlib.asynccontextmanager
-    async def _client(self) -> AsyncIterator[httpx.AsyncClient]:
-        """The least-busy pool shard, counted as busy while the context is open."""
-        if not self._clients:
+    def _require_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
             raise EngineError(f"{self.name}: the engine is not started (call `await engine.start()` first)")
-        i = min(range(len(self._clients)), key=self._in_flight.__getitem__)
-        self._in_flight[i] += 1
-        try:
-            yield self._clients[i]
-        finally:
-            self._in_flight[i] -= 1
+        return self._session
 
     def redact(self, text: str) -> str:
         """`text` with the API key (if any) replaced by ***."""
@@ -308,29 +299,31 @@ class HttpClient:
 
     async def _attempt(self, method: str, path: str, body: Any) -> Any:
         url = f"{self.base_url}{path}"
+        session = self._require_session()
         try:
-            async with asyncio.timeout(self.timeout_s), self._client() as client:
-                resp = await client.request(method, path, json=body)
-        except (TimeoutError, httpx.TimeoutException) as e:
+            async with asyncio.timeout(self.timeout_s), session.request(method, url, json=body) as resp:
+                status = resp.status
+                text = (await resp.read()).decode("utf-8", "replace")
+                retry_after = resp.headers.get("retry-after")
+        except TimeoutError as e:  # aiohttp's ServerTimeoutError is a TimeoutError too
             raise EngineUnavailable(
                 f"{self.name}: {method} {url} timed out after {self.timeout_s:g} s ({type(e).__name__}; "
                 "raise engine.timeout_s for long generations)"
             ) from None
-        except httpx.TransportError as e:  # connect errors, resets, protocol errors: transient
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
+            # Connect errors, resets, a body cut short: transient.
             raise EngineUnavailable(
                 self.redact(
                     f"{self.name}: {method} {url} failed: {type(e).__name__}: {e or 'connection error'}"
                 )
             ) from None
-        except httpx.HTTPError as e:  # decoding errors and the like: not worth retrying
+        except aiohttp.ClientError as e:  # malformed responses and the like: not worth retrying
             raise EngineRequestError(
                 self.redact(f"{self.name}: {method} {url} failed: {type(e).__name__}: {e}")
             ) from None
-        return self._decode(method, url, resp)
+        return self._decode(method, url, status, text, retry_after)
 
-    def _decode(self, method: str, url: str, resp: httpx.Response) -> Any:
-        status = resp.status_code
-        text = resp.text
+    def _decode(self, method: str, url: str, status: int, text: str, retry_after: str | None) -> Any:
         try:
             data = json.loads(text) if text else None
         except ValueError:
@@ -344,7 +337,7 @@ class HttpClient:
                     status,
                 )
             return data
-        raise self.error_for(status, data, text, method, url, resp.headers.get("retry-after"))
+        raise self.error_for(status, data, text, method, url, retry_after)
 
     def error_for(
         self, status: int, data: Any, text: str, method: str, url: str, retry_after: str | None = None
@@ -375,13 +368,14 @@ class HttpClient:
     async def get_status(self, path: str, *, timeout_s: float = 5.0) -> int:
         """One GET without retries; returns the HTTP status (body ignored). Transport failures
         and timeouts raise EngineUnavailable. Used for readiness probes."""
+        session = self._require_session()
         try:
-            async with asyncio.timeout(timeout_s), self._client() as client:
-                resp = await client.get(path)
-                return resp.status_code
-        except (TimeoutError, httpx.TimeoutException):
+            async with asyncio.timeout(timeout_s), session.get(f"{self.base_url}{path}") as resp:
+                await resp.read()
+                return resp.status
+        except TimeoutError:
             raise EngineUnavailable(f"{self.name}: GET {self.base_url}{path} timed out") from None
-        except httpx.TransportError as e:
+        except aiohttp.ClientError as e:
             raise EngineUnavailable(f"{self.name}: GET {self.base_url}{path}: {type(e).__name__}") from None
 
     async def get_json_optional(self, *paths: str) -> dict[str, Any] | None:
@@ -455,8 +449,10 @@ def quiet_httpx_logging() -> None:
 
 @functools.cache
 def _ssl_context() -> ssl.SSLContext:
-    """One default (certifi) SSL context per process: building it costs tens of milliseconds,
-    and every pool shard would otherwise build its own."""
+    """One default (certifi, as httpx builds it) SSL context per process: building it costs tens
+    of milliseconds."""
+    import httpx
+
     return httpx.create_ssl_context()
 
 
