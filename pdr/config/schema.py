@@ -143,7 +143,6 @@ class Config:
 def register_configs() -> None:
     """Register the schemas in Hydra's ConfigStore (idempotent)."""
     from hydra.core.config_store import ConfigStore
-
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("pdr_rand"):

@@ -197,6 +197,23 @@ class HttpClient:
     not just between bytes).
     """
 
+    @classmethod
+    def for_engine(cls, base_url: str, name: str, cfg: Any, api_key: str | None) -> HttpClient:
+        """The client of an engine config (SGLang or OpenAI): its timeouts, retries and limits.
+        Connections: `max_concurrency` plus a few for readiness and info calls."""
+        return cls(
+            base_url,
+            name=name,
+            timeout_s=cfg.timeout_s,
+            max_retries=cfg.max_retries,
+            max_connections=cfg.max_concurrency + 4,
+            api_key=api_key,
+            api_key_env=cfg.api_key_env,
+            connect_timeout_s=cfg.connect_timeout_s,
+            backoff_s=cfg.retry_backoff_s,
+            backoff_max_s=cfg.retry_backoff_max_s,
+        )
+
     def __init__(
         self,
         base_url: str,

@@ -172,18 +172,7 @@ class OpenAIEngine(BaseEngine):
         """Read the key, open the pool, wait for GET /models (≤ ready_timeout_s) and resolve the model."""
         cfg = self.cfg
         api_key = read_api_key(cfg.api_key_env)
-        self._http = HttpClient(
-            self.url,
-            name=self.name,
-            timeout_s=cfg.timeout_s,
-            max_retries=cfg.max_retries,
-            max_connections=cfg.max_concurrency + 4,
-            api_key=api_key,
-            api_key_env=cfg.api_key_env,
-            connect_timeout_s=cfg.connect_timeout_s,
-            backoff_s=cfg.retry_backoff_s,
-            backoff_max_s=cfg.retry_backoff_max_s,
-        )
+        self._http = HttpClient.for_engine(self.url, self.name, cfg, api_key)
         await self._http.start()
         try:
             listing = await self._wait_models()

@@ -114,18 +114,7 @@ class SGLangEngine(BaseEngine):
                     stop_grace_s=cfg.stop_grace_s,
                 )
                 self.url = await self.server.start()
-            self._http = HttpClient(
-                self.url,
-                name=self.name,
-                timeout_s=cfg.timeout_s,
-                max_retries=cfg.max_retries,
-                max_connections=cfg.max_concurrency + 4,  # + readiness/info calls
-                api_key=api_key,
-                api_key_env=cfg.api_key_env,
-                connect_timeout_s=cfg.connect_timeout_s,
-                backoff_s=cfg.retry_backoff_s,
-                backoff_max_s=cfg.retry_backoff_max_s,
-            )
+            self._http = HttpClient.for_engine(self.url, self.name, cfg, api_key)
             await self._http.start()
             self._ready_path = await wait_ready(self._http, timeout_s=cfg.ready_timeout_s)
             await self._read_server_facts()

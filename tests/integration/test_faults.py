@@ -86,7 +86,8 @@ def test_server_restart_in_the_middle_of_a_run(tmp_path):
     t = threading.Thread(target=restart, daemon=True)
     t.start()
     try:
-        result = run(_cfg(_sglang_cfg(srv.url, max_retries=6)), tmp_path)
+        # max_concurrency=4 keeps the run going long enough for the restart to land mid-run.
+        result = run(_cfg(_sglang_cfg(srv.url, max_retries=6, max_concurrency=4)), tmp_path)
     finally:
         t.join(timeout=30)
         for s in (srv, *restarted):
