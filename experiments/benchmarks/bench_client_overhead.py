@@ -23,13 +23,24 @@ condition-variable limiter it replaced (kept here as `_ConditionLimiter` for the
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchlib import FakeServer, Result, Stopwatch, compose, emit, fmt, run_config, run_pdr, sglang_overrides
+from benchlib import (
+    FakeServer,
+    Result,
+    Stopwatch,
+    bench_cli,
+    compose,
+    emit,
+    fmt,
+    print_details,
+    run_config,
+    run_pdr,
+    sglang_overrides,
+)
 
 TARGET_MS = 0.5
 
@@ -225,14 +236,10 @@ def run(tiny: bool = False) -> list[Result]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tiny", action="store_true", help="a tenth of the calls (smoke test)")
-    ap.add_argument("--json", action="store_true", help="also print one JSON line per result")
-    args = ap.parse_args()
+    args = bench_cli(__doc__, "a tenth of the calls (smoke test)")
     results = run(tiny=args.tiny)
     emit(results, args.json)
-    for r in results:
-        print(r.name, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.details.items()})
+    print_details(results)
 
 
 if __name__ == "__main__":

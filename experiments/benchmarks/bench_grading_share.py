@@ -21,7 +21,6 @@ against a real server it is smaller by orders of magnitude.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import Result, Stopwatch, emit, fmt, run_config, run_pdr
+from benchlib import Result, Stopwatch, bench_cli, emit, fmt, print_details, run_config, run_pdr
 
 AIME_TARGET = 2000.0
 MATH_TARGET = 150.0
@@ -182,24 +181,16 @@ def run(tiny: bool = False) -> list[Result]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tiny", action="store_true", help="fewer answers, no MATH-500 rates (smoke test)")
-    ap.add_argument("--json", action="store_true", help="also print one JSON line per result")
-    ap.add_argument(
-        "--share",
-        nargs=3,
-        metavar=("DATASET", "LIMIT", "SAMPLES"),
-        help="only measure grading's share of one sim run in this process; print it as JSON",
-    )
-    args = ap.parse_args()
+    args = bench_cli(__doc__, "fewer answers, no MATH-500 rates (smoke test)", lambda ap: ap.add_argument(
+        "--share", nargs=3, metavar=("DATASET", "LIMIT", "SAMPLES"),
+        help="only measure grading's share of one sim run in this process; print it as JSON"))
     if args.share:
         dataset, limit, samples = args.share
         print(json.dumps(_grading_share_here(dataset, int(limit), int(samples))))
         return
     results = run(tiny=args.tiny)
     emit(results, args.json)
-    for r in results:
-        print(r.name, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.details.items()})
+    print_details(results)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ the peak grows with the problem-samples in flight, and reports the size of trace
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchlib import Result, emit, fmt
+from benchlib import Result, bench_cli, emit, fmt
 
 TARGET_MB = 500.0
 
@@ -85,10 +84,7 @@ def run(tiny: bool = False) -> list[Result]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tiny", action="store_true", help="a few problems (smoke test)")
-    ap.add_argument("--json", action="store_true", help="also print one JSON line per result")
-    args = ap.parse_args()
+    args = bench_cli(__doc__, "a few problems (smoke test)")
     results = run(tiny=args.tiny)
     emit(results, args.json)
     for r in results:

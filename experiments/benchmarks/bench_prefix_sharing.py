@@ -22,12 +22,21 @@ per sample (the last prompt token each sample recomputes).
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchlib import FakeServer, Result, emit, fmt, read_jsonl, run_pdr, sglang_overrides
+from benchlib import (
+    FakeServer,
+    Result,
+    bench_cli,
+    emit,
+    fmt,
+    print_details,
+    read_jsonl,
+    run_pdr,
+    sglang_overrides,
+)
 
 
 def measure(server: FakeServer, fork: str, problems: int, samples: int) -> dict[str, Any]:
@@ -92,14 +101,10 @@ def run(tiny: bool = False) -> list[Result]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tiny", action="store_true", help="a few problems (smoke test)")
-    ap.add_argument("--json", action="store_true", help="also print one JSON line per result")
-    args = ap.parse_args()
+    args = bench_cli(__doc__, "a few problems (smoke test)")
     results = run(tiny=args.tiny)
     emit(results, args.json)
-    for r in results:
-        print(r.name, r.details)
+    print_details(results)
 
 
 if __name__ == "__main__":

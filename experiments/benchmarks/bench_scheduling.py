@@ -19,7 +19,6 @@ machine is shared, and other processes only ever add time. The server and client
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
@@ -27,7 +26,17 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from benchlib import FakeServer, Result, emit, fmt, read_jsonl, run_pdr, sglang_overrides
+from benchlib import (
+    FakeServer,
+    Result,
+    bench_cli,
+    emit,
+    fmt,
+    print_details,
+    read_jsonl,
+    run_pdr,
+    sglang_overrides,
+)
 
 TARGET = 1.10
 
@@ -138,15 +147,11 @@ def run(tiny: bool = False, repeat: int = 3) -> list[Result]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tiny", action="store_true", help="a few problems, short latencies (smoke test)")
-    ap.add_argument("--json", action="store_true", help="also print one JSON line per result")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per strategy; the median is reported")
-    args = ap.parse_args()
+    args = bench_cli(__doc__, "a few problems, short latencies (smoke test)", lambda ap: ap.add_argument(
+        "--repeat", type=int, default=3, help="runs per strategy; the median is reported"))
     results = run(tiny=args.tiny, repeat=args.repeat)
     emit(results, args.json)
-    for r in results:
-        print(r.name, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.details.items()})
+    print_details(results)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Three measurements:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import CONF, REPO, Result, emit, fmt
+from benchlib import CONF, REPO, Result, bench_cli, emit, fmt
 
 TARGET_S = 1.0
 COMMAND = [sys.executable, "-m", "pdr.run", "+experiment=quickstart", "--cfg", "job"]
@@ -159,10 +158,7 @@ def run(tiny: bool = False) -> list[Result]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tiny", action="store_true", help="3 timed runs (smoke test)")
-    ap.add_argument("--json", action="store_true", help="also print one JSON line per result")
-    args = ap.parse_args()
+    args = bench_cli(__doc__, "3 timed runs (smoke test)")
     results = run(tiny=args.tiny)
     emit(results, args.json)
     imports = results[0].details

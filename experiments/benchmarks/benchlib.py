@@ -7,6 +7,7 @@ root (Python puts the script's folder first on sys.path, which is how they impor
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,3 +222,18 @@ class Stopwatch:
 
 def fmt(x: float, digits: int = 2) -> str:
     return f"{x:,.{digits}f}"
+
+
+def bench_cli(doc: str | None, tiny_help: str, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """The common command line of the benchmark scripts: --tiny (smoke mode) and --json."""
+    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)
+    ap.add_argument("--tiny", action="store_true", help=tiny_help)
+    ap.add_argument("--json", action="store_true", help="also print one JSON line per result")
+    if extra is not None:
+        extra(ap)
+    return ap.parse_args()
+
+
+def print_details(results: list[Result]) -> None:
+    for r in results:
+        print(r.name, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.details.items()})
