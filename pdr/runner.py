@@ -10,12 +10,14 @@ Order, so that bad input fails as early and as cheaply as possible:
 3. the engine, wrapped in the call journal (+ the persistent cache, `cache.mode`), is started:
    an unreachable server or a missing API key fails here, before an MLflow run is created;
 4. the MLflow run (a resumed run continues its earlier MLflow run);
-5. every unfinished (problem, sample) runs concurrently; rows are fsync'ed as they finish.
+5. every unfinished (problem, sample) runs concurrently; rows are fsync'ed as they finish (by the
+   results writer's thread, never ahead of the journal entries of their calls).
 
 Resume (`resume=true`): finished rows (status != error) are kept; every other (problem, sample) is
 run again. Calls that had finished before the interruption are served from the run's journal
-(`<run_dir>/calls.sqlite`, always on), and since every call's seed is derived from its position,
-the re-run is the same computation: the final results equal those of an uninterrupted run.
+(`<run_dir>/calls.sqlite`, always on; a SIGKILL loses the entries not yet committed, normally the last
+~10 ms', whose calls are sent again), and since every call's seed is derived from its position, the re-run is the same
+computation: the final results equal those of an uninterrupted run.
 
 Faults: an engine error fails only its problem-sample (status "error", kept in errors.jsonl); the
 run fails above `engine.max_error_rate`, at the first error the run cannot outlive (a rejected API
@@ -31,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import re
 import signal
 import sys
@@ -40,6 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -338,6 +342,9 @@ def run(
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
+        engine.close_stores()  # the journal first: queued rows wait for their calls' entries
+        if writer is not None:
+            writer.close()  # every finished row on disk before they are counted
         raise RunInterrupted(
             f"interrupted; {_kept(run_dir, by_id)} finished problem-samples are kept in {run_dir}. "
             f"Continue with the same command plus resume=true (or resume=true output_dir={run_dir})"
@@ -628,54 +635,136 @@ def error_summary(errors: list[dict[str, Any]], log_path: Path | None = None) ->
     return out
 
 
-def _in_daemon_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
-    """`fn()` on a fresh daemon thread, as an awaitable. Unlike `asyncio.to_thread`, a call that
-    never returns (a stuck grader) cannot block the loop's shutdown or the interpreter's exit: the
-    stall guard can then fail the run cleanly instead of hanging at the very end."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[T] = loop.create_future()
+class _GradingThreads:
+    """Long-lived daemon threads for the math-verify part of grading, one per job in flight
+    (started when none is idle, then reused).
 
-    def settle(result: T | None, exc: BaseException | None) -> None:
-        if fut.done():  # cancelled meanwhile (the run is ending)
-            return
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(result)  # type: ignore[arg-type]
+    Daemon threads, not `asyncio.to_thread`: a check that never returns (a stuck grader) must not
+    block the loop's shutdown (the default executor is joined) or the interpreter's exit, so that
+    the stall guard can fail the run cleanly instead of hanging at the very end; and a stuck job
+    holds only its own thread, never another problem-sample's grading.
+    """
 
-    def target() -> None:
-        try:
-            result = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._threads = 0
+
+    def run(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        """`fn()` on a grading thread, as an awaitable (call from the event loop)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            spawn = self._idle == 0
+            if spawn:
+                self._threads += 1
+            else:
+                self._idle -= 1
+        self._jobs.put((fn, loop, fut))
+        if spawn:
+            threading.Thread(target=self._work, name="pdr-grade", daemon=True).start()
+        return fut
+
+    def close(self) -> None:
+        """Let the idle threads exit (a stuck one stays until its job returns, harmlessly)."""
+        with self._lock:
+            threads, self._threads = self._threads, 0
+        for _ in range(threads):
+            self._jobs.put(None)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, loop, fut = job
+            try:
+                result, exc = fn(), None
+            except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
+                result, exc = None, e
             with contextlib.suppress(RuntimeError):  # the loop is already closed
-                loop.call_soon_threadsafe(settle, None, exc)
-            return
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, result, None)
-
-    threading.Thread(target=target, name="pdr-grade", daemon=True).start()
-    return fut
+                loop.call_soon_threadsafe(_settle, fut, result, exc)
+            with self._lock:
+                self._idle += 1
 
 
-async def _grade(problem: Any, answers: list[str], cfg: Any) -> dict[str, Any]:
-    """Grades of the distinct `answers` against the gold answer; never raises (a grading failure
-    grades every answer wrong with the error recorded), never blocks the event loop."""
-    from pdr.evaluation import grade_many
+def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if fut.done():  # cancelled meanwhile (the run is ending)
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
 
-    if not answers:
-        return {}
-    try:
-        results = await _in_daemon_thread(
-            lambda: grade_many(
-                [(f"\\boxed{{{a}}}", problem.answer) for a in answers],
-                timeout_s=cfg.grading.timeout_s,
-                workers=cfg.grading.workers,
-            )
-        )
-        return dict(zip(answers, results, strict=True))
-    except Exception as exc:  # noqa: BLE001 - grading must never crash a run (design §6)
-        log.warning("grading failed for problem %s: %s: %s", problem.id, type(exc).__name__, exc)
-        return {a: _GradeFailure(error=f"{type(exc).__name__}: {exc}"[:500]) for a in answers}
+
+_INTEGER = re.compile(r"\s*[+-]?\d+\s*")
+
+
+def _may_need_math_verify(problems: list[Any]) -> bool:
+    """Whether a run on `problems` is likely to need math-verify (and so its worker processes):
+    yes unless every gold answer is an integer (AIME-style), where the inline fast paths decide any
+    numeric answer and a worker, ~0.5 s of a core to start, would most likely never be used."""
+    return any(not _INTEGER.fullmatch(str(p.answer)) for p in problems)
+
+
+class _Grading:
+    """The grading of one run, on its event loop: never raises (a grading failure grades the
+    answers it concerns wrong with the error recorded), never blocks the loop.
+
+    What the inline fast paths decide (no answer, string or number equality, a verdict already
+    known: microseconds) is graded on the loop; only the rest goes to math-verify, on a grading
+    thread, and each distinct (answer, gold) check only once at a time: the samples of a problem
+    that reach the same answer together share one check (one in three MATH-500 checks otherwise).
+    """
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.threads = _GradingThreads()
+        self._checking: dict[tuple[str, str], asyncio.Future[Any]] = {}  # (response, gold) -> its Grade
+
+    async def grade(self, problem: Any, answers: list[str]) -> dict[str, Any]:
+        """Grades of the distinct `answers` against `problem`'s gold answer."""
+        from pdr.evaluation import grade_many  # at call time: tests replace it
+        from pdr.evaluation.grading import fast_grade
+
+        gold = str(problem.answer)
+        grades: dict[str, Any] = {}
+        waiting: dict[str, asyncio.Future[Any]] = {}
+        new: list[tuple[str, str]] = []
+        for a in answers:
+            response = f"\\boxed{{{a}}}"
+            g = fast_grade(response, gold)
+            if g is not None:
+                grades[a] = g
+                continue
+            key = (response, gold)
+            fut = self._checking.get(key)
+            if fut is None:
+                fut = self._checking[key] = asyncio.get_running_loop().create_future()
+                new.append(key)
+            waiting[a] = fut
+        if new:
+            cfg = self.cfg.grading
+            job = self.threads.run(lambda: grade_many(new, timeout_s=cfg.timeout_s, workers=cfg.workers))
+            job.add_done_callback(partial(self._checked, new, problem.id))
+        for a, fut in waiting.items():
+            grades[a] = await asyncio.shield(fut)  # one waiter's cancellation is not the others'
+        return grades
+
+    def _checked(self, keys: list[tuple[str, str]], problem_id: str, job: asyncio.Future[Any]) -> None:
+        """Hand a finished `grade_many` job's Grades to everyone waiting for them (loop thread)."""
+        try:
+            results = list(job.result())
+            if len(results) != len(keys):
+                raise RuntimeError(f"grade_many returned {len(results)} grades for {len(keys)} answers")
+        except BaseException as exc:  # noqa: BLE001 - grading must never crash a run (design §6)
+            log.warning("grading failed for problem %s: %s: %s", problem_id, type(exc).__name__, exc)
+            results = [_GradeFailure(error=f"{type(exc).__name__}: {exc}"[:500])] * len(keys)
+        for key, grade in zip(keys, results, strict=True):
+            fut = self._checking.pop(key, None)
+            if fut is not None and not fut.done():
+                fut.set_result(grade)
+
+    def close(self) -> None:
+        self.threads.close()
 
 
 async def _execute(
@@ -687,11 +776,20 @@ async def _execute(
     attempt: int,
     started_engine: bool = True,
 ) -> dict[str, Any]:
-    """Run every (problem, sample) in `todo` concurrently, writing each row as it finishes.
-    Returns the engine's info. Raises RunFailed (rows written so far are kept) on too many errors,
-    a fatal error, or a stall; closes the engine in every case."""
-    from pdr.evaluation import extract_answer
+    """Run every (problem, sample) in `todo` concurrently, handing each row to `writer` as it
+    finishes (after the row's calls are journaled). Returns the engine's info. Raises RunFailed
+    (rows finished so far are kept) on too many errors, a fatal error, or a stall; closes the
+    engine in every case."""
+    from pdr.evaluation import extract_answer, warm_up
     from pdr.executor import Executor, outcome_row
+
+    if todo and _may_need_math_verify([p for p, _ in todo]):
+        # Start the grading workers (~0.5 s: sympy) while the first calls are in flight, so that
+        # the first math-verify check does not pay for it at the end of a problem-sample.
+        threading.Thread(
+            target=warm_up, args=(cfg.grading.workers,), name="pdr-grade-warm-up", daemon=True
+        ).start()
+    grading = _Grading(cfg)
 
     executor = Executor(engine, graph, cfg.prompts, cfg.sampling, cfg.seed, extract=extract_answer)
     total = len(todo)
@@ -716,6 +814,12 @@ async def _execute(
             dynamic_ncols=True,
             leave=True,
         )
+        # The bar counts durable rows: updated on the writer thread after each fsync (tqdm locks).
+        writer.on_durable = bar.update
+    # A row waits on the writer thread (not here) until its problem-sample's calls are journaled,
+    # so that no row on disk ever refers to a call a resume would have to send again.
+    journal_mark = getattr(engine, "journal_mark", None)
+    wait_journal = getattr(engine, "wait_journal", None)
 
     async def one(problem: Any, sample: int) -> tuple[dict[str, Any], dict[str, Any]]:
         try:
@@ -738,7 +842,7 @@ async def _execute(
             answers = {a for rd in outcome.state.rounds for a in rd.answers if a is not None}
             if outcome.state.final is not None and outcome.state.final.answer is not None:
                 answers.add(outcome.state.final.answer)
-            grades = await _grade(problem, sorted(answers), cfg)
+            grades = await grading.grade(problem, sorted(answers))
             if outcome.state.final is not None and outcome.state.final.answer is not None:
                 final_grade = grades[outcome.state.final.answer]
         row = outcome_row(outcome, problem, grades, final_grade, cfg.metrics.seq_branch)
@@ -754,7 +858,9 @@ async def _execute(
         }
         return row, trace
 
-    tasks = [asyncio.create_task(one(p, s)) for p, s in todo]
+    # A set, each task discarded once its row is handed over: only what is in flight (and its
+    # trace) stays in memory, not every finished problem-sample until the end of the run.
+    tasks = {asyncio.create_task(one(p, s)) for p, s in todo}
     # Finished tasks arrive through a queue (O(1) each; asyncio.wait over thousands of pending
     # tasks would be quadratic), polled so that a stall is noticed even when nothing finishes.
     finished: asyncio.Queue[asyncio.Task[Any]] = asyncio.Queue()
@@ -782,8 +888,10 @@ async def _execute(
                         f"Finished rows are kept in {writer.run_dir}; rerun with resume=true."
                     ) from None
                 continue
+            tasks.discard(fut)
             row, trace = fut.result()
-            writer.write(row, trace, attempt=attempt)
+            before = partial(wait_journal, journal_mark()) if journal_mark and wait_journal else None
+            writer.write(row, trace, attempt=attempt, before=before)
             done += 1
             correct += bool(row["correct"])
             last_row = time.monotonic()
@@ -803,17 +911,19 @@ async def _execute(
                         f"(errors in {ERRORS}); fix the cause and rerun with resume=true to continue."
                     )
             if bar is not None:
-                bar.update(1)
                 bar.set_postfix(acc=f"{correct / done:.2f}", err=errors, refresh=False)
     finally:
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if bar is not None:
-            bar.close()
+        await asyncio.gather(*list(tasks), return_exceptions=True)
+        grading.close()
         info = engine.info() if hasattr(engine, "info") else {}
         if started_engine:
-            await engine.close()
+            await engine.close()  # commits the journal's last writes, which rows may wait for
+        if bar is not None:
+            writer.flush()  # the last rows' fsync, so that the bar ends complete
+            writer.on_durable = None
+            bar.close()
     return info
 
 

@@ -108,20 +108,28 @@ def grading_share(dataset: str, limit: int, samples: int) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _share_overrides(dataset: str, limit: int, samples: int) -> list[str]:
+    return ["engine=sim", f"dataset={dataset}", f"dataset.limit={limit}", f"samples={samples}", "strategy=pdr",
+            "strategy.widths=[8,4]"]
+
+
 def _grading_share_here(dataset: str, limit: int, samples: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pdr-bench-grading-") as tmp:
         run_dir = Path(tmp) / "run"
-        cfg = run_config(
-            [
-                "engine=sim",
-                f"dataset={dataset}",
-                f"dataset.limit={limit}",
-                f"samples={samples}",
-                "strategy=pdr",
-                "strategy.widths=[8,4]",
-            ],
-            run_dir,
-        )
+        cfg = run_config(_share_overrides(dataset, limit, samples), run_dir)
+        # The same run with grading answered instantly: the difference in wall time is what
+        # grading adds to the run (it overlaps with generation, so "busy" time overstates it).
+        import pdr.evaluation as ev
+        from pdr.evaluation.grading import Grade
+
+        real_grade_many = ev.grade_many
+        ev.grade_many = lambda pairs, **kw: [Grade(False, "wrong", None, None, "none") for _ in pairs]
+        try:
+            stub_cfg = run_config([*_share_overrides(dataset, limit, samples)], Path(tmp) / "stub")
+            with Stopwatch() as sw_stub:
+                run_pdr([], Path(tmp) / "stub", cfg=stub_cfg)
+        finally:
+            ev.grade_many = real_grade_many
         with _GradeRecorder() as rec, Stopwatch() as sw:
             result = run_pdr([], run_dir, cfg=cfg)
     first = min(rec.intervals, default=(0.0, 0.0))
@@ -136,6 +144,8 @@ def _grading_share_here(dataset: str, limit: int, samples: int) -> dict[str, Any
         "grading_busy_wall_s": rec.union_s(),
         "cpu_share": rec.cpu / sw.cpu if sw.cpu else 0.0,
         "wall_share": rec.union_s() / sw.wall if sw.wall else 0.0,
+        "run_wall_s_instant_grading": sw_stub.wall,
+        "added_wall_share": max(0.0, sw.wall - sw_stub.wall) / sw.wall if sw.wall else 0.0,
         "first_call_s": first[1] - first[0],
     }
 
@@ -172,8 +182,9 @@ def run(tiny: bool = False) -> list[Result]:
             Result(
                 name=f"5. grading share: sim PDR [8,4] {dataset} {limit}x{samples}",
                 target=f"<= {SHARE_TARGET:.0%} of the run",
-                measured=f"CPU {m['cpu_share']:.1%}, wall {m['wall_share']:.1%} of {fmt(m['run_wall_s'])} s",
-                passed=max(m["cpu_share"], m["wall_share"]) <= SHARE_TARGET,
+                measured=f"adds {m['added_wall_share']:.1%} of {fmt(m['run_wall_s'])} s wall; CPU {m['cpu_share']:.1%};"
+                f" busy (overlapping generation) {m['wall_share']:.1%}",
+                passed=max(m["cpu_share"], m["added_wall_share"]) <= SHARE_TARGET,
                 details=m,
             )
         )

@@ -99,6 +99,7 @@ __all__ = [
     "Grade",
     "Grader",
     "configure",
+    "fast_grade",
     "grade",
     "grade_many",
     "shutdown",
@@ -944,6 +945,17 @@ class Grader:
             g if g is not None else Grade(False, "wrong", None, "internal: no result", "none") for g in out
         ]
 
+    def fast_grade(self, response: str, gold: str) -> Grade | None:
+        """The Grade of one response if it can be decided without math-verify (no answer, the fast
+        paths, ``too_long``, a remembered math-verify verdict), else None: then ``grade_many``
+        decides it, and returns exactly what it would have. Microseconds; runs in the calling
+        thread (an event loop may call it). Never raises (an internal error is None)."""
+        try:
+            extracted = extract_answer(response if isinstance(response, str) else str(response or ""))
+            return self._grade_inline(extracted, str(gold))[0]
+        except Exception:  # noqa: BLE001 - grade_many will report it, with its error recorded
+            return None
+
     # ---- internals ------------------------------------------------------------------------------
 
     def _grade_inline(self, extracted: str | None, gold: str) -> tuple[Grade | None, tuple[str, str] | None]:
@@ -1064,6 +1076,13 @@ def shutdown() -> None:
         grader = _default
     if grader is not None:
         grader.close()
+
+
+def fast_grade(response: str, gold: str) -> Grade | None:
+    """The shared grader's verdict on one response if no math-verify check is needed, else None
+    (see ``Grader.fast_grade``). Inline and cheap: for callers that grade on an event loop and send
+    only the rest to ``grade_many`` in a thread."""
+    return _default_grader().fast_grade(response, gold)
 
 
 def grade(response: str, gold: str, *, timeout_s: float | None = None, workers: int | None = None) -> Grade:

@@ -205,6 +205,8 @@ def test_a_stuck_grader_fails_the_run_as_a_stall_instead_of_hanging(tmp_path, mo
         return real(pairs, **kw)
 
     monkeypatch.setattr(pdr.evaluation, "grade_many", grade_many)
+    # Integer answers are decided inline by the fast path; force every check to the (stuck) grader.
+    monkeypatch.setattr(pdr.evaluation.grading, "fast_grade", lambda response, gold: None)
     monkeypatch.setenv("PDR_STALL_TIMEOUT_S", "1")
     started = time.monotonic()
     try:

@@ -254,3 +254,109 @@ def test_error_rows_are_rerun_on_resume_and_finished_calls_come_from_the_journal
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "FINISHED" and summary["errors"]["count"] == 0
     assert summary["errors"]["all_attempts"]["count"] == len(errors_log)
+
+
+# ---- what a resume starts from: rows written off the loop, never ahead of their calls' journal ----
+
+
+def test_rows_are_written_only_after_their_calls_are_journaled(tmp_path, monkeypatch):
+    """Journal writes are not awaited by the calls, so a slow journal lags behind; a row must still
+    never reach results.jsonl before every call of its problem-sample is committed to the journal
+    (else a kill right then, and a resume, would find a kept row whose calls are gone)."""
+    from pdr.engines.cache import CallStore, count_entries
+    from pdr.results import ResultsWriter
+    from pdr.runner import run
+
+    real_put = CallStore.put_many
+
+    def slow_journal(self, entries):  # noqa: ANN001
+        if self.label == "journal":
+            time.sleep(0.02)
+        return real_put(self, entries)
+
+    monkeypatch.setattr(CallStore, "put_many", slow_journal)
+    checked: list[tuple[int, int]] = []
+    real_batch = ResultsWriter._write_batch
+
+    def checking(self, rows):  # noqa: ANN001
+        for _row, trace, _attempt, before in rows:
+            if before is not None:
+                before()
+            needed = (checked[-1][0] if checked else 0) + len(trace["calls"])
+            checked.append((needed, count_entries(self.run_dir / "calls.sqlite")))
+        return real_batch(self, rows)
+
+    monkeypatch.setattr(ResultsWriter, "_write_batch", checking)
+    cfg = compose_object([*BASE, "tracking.enabled=false", "engine.latency_base_ms=5", "cache.mode=off"])
+    result = run(cfg, tmp_path)
+    assert len(result.rows) == TOTAL_ROWS and len(checked) == TOTAL_ROWS
+    late = [(needed, journaled) for needed, journaled in checked if journaled < needed]
+    assert not late, f"rows written before their calls were journaled: {late[:5]}"
+
+
+def test_results_writer_queues_writes_and_close_makes_them_durable(tmp_path):
+    import threading
+
+    from pdr.results import ERRORS, RESULTS, TRACES, ResultsWriter
+
+    gate = threading.Event()
+    synced: list[int] = []
+    writer = ResultsWriter(tmp_path, on_durable=synced.append)
+    rows = [{"problem_id": f"p{i}", "sample": 0, "status": "correct"} for i in range(5)]
+    rows[2] = {
+        "problem_id": "p2",
+        "sample": 0,
+        "status": "error",
+        "error_type": "EngineUnavailable",
+        "error": "503",
+    }
+    started = time.monotonic()
+    writer.write(rows[0], {"problem_id": "p0"}, attempt=1, before=lambda: gate.wait(10))
+    for r in rows[1:]:
+        writer.write(r, {"problem_id": r["problem_id"]}, attempt=1)
+    assert time.monotonic() - started < 1  # write() only queues
+    assert (tmp_path / RESULTS).read_text() == ""  # nothing before `before()` returned
+    gate.set()
+    writer.close()
+    assert [json.loads(x) for x in (tmp_path / RESULTS).read_text().splitlines()] == rows  # order kept
+    assert [json.loads(x)["problem_id"] for x in (tmp_path / TRACES).read_text().splitlines()] == [
+        r["problem_id"] for r in rows
+    ]
+    (error,) = [json.loads(x) for x in (tmp_path / ERRORS).read_text().splitlines()]
+    assert (
+        error["problem_id"] == "p2" and error["attempt"] == 1 and error["error_type"] == "EngineUnavailable"
+    )
+    assert sum(synced) == 5
+    writer.close()  # idempotent
+
+
+def test_results_writer_repairs_a_torn_last_line(tmp_path):
+    from pdr.results import RESULTS, ResultsWriter, read_jsonl
+
+    (tmp_path / RESULTS).write_text('{"problem_id": "a", "sample": 0}\n{"problem_id": "b", "sam')
+    writer = ResultsWriter(tmp_path)
+    writer.write({"problem_id": "c", "sample": 0, "status": "correct"}, None)
+    writer.close()
+    assert [r["problem_id"] for r in read_jsonl(tmp_path / RESULTS)] == ["a", "c"]
+
+
+def test_a_failing_results_writer_fails_the_caller(tmp_path, monkeypatch):
+    """A full disk on the writer thread is raised where rows are handed over (and by close)."""
+    import pdr.results
+    from pdr.results import ResultsWriter
+
+    def no_space(fd):  # noqa: ANN001
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pdr.results.os, "fsync", no_space)
+    writer = ResultsWriter(tmp_path)
+    writer.write({"problem_id": "a", "sample": 0, "status": "correct"}, None)
+    writer.flush()
+    with pytest.raises(OSError, match="No space"):
+        writer.write({"problem_id": "b", "sample": 0, "status": "correct"}, None)
+    writer.close()  # already reported: closes quietly
+
+    other = ResultsWriter(tmp_path / "other")
+    other.write({"problem_id": "a", "sample": 0, "status": "correct"}, None)
+    with pytest.raises(OSError, match="No space"):
+        other.close()

@@ -388,3 +388,142 @@ def test_runs_with_the_persistent_cache_on_the_sim_engine(tmp_path):
     ro = run(compose_object([*base, "cache.mode=read_only", "strategy.widths=[4,4]"]), tmp_path / "d").summary
     assert ro["cache_hits"] == 48 * 2 and ro["engine_calls_sent"] == 48 * 3
     assert count_entries(cache) == size
+
+
+# ---- the journal's fast paths: in-memory keys, group commit, writes off the critical path ----------
+
+
+def test_a_key_the_journal_cannot_hold_costs_no_worker_round_trip(tmp_path, monkeypatch):
+    """Journal only (a fresh run, cache.mode=off, the sim): a miss is known from the in-memory key
+    set; reopened, the journal's keys are loaded and its entries served."""
+    reads: list[str] = []
+    real = CallStore.get_raw
+    monkeypatch.setattr(CallStore, "get_raw", lambda self, key: reads.append(key) or real(self, key))
+    journal = tmp_path / "run" / "calls.sqlite"
+    inner = CountingEngine()
+    eng = CachedEngine(inner, None, journal=journal, persistent=False)
+    gen(eng, req(seed=1), req(seed=2), req(seed=3))
+    eng.close_stores()
+    assert inner.calls == 3 and reads == []
+    inner2 = CountingEngine()
+    again = CachedEngine(inner2, None, journal=journal, persistent=False)
+    out = gen(again, req(seed=1), req(seed=2), req(seed=4))
+    again.close_stores()
+    assert inner2.calls == 1 and again.hits_by_store == {"journal": 2} and len(reads) == 2
+    assert [c.text for c in out[0]] == ["out-1", "out-2"]
+    # A call made in this process is known at once, before its write is committed.
+    third = CachedEngine(CountingEngine(), None, journal=journal, persistent=False)
+    first, second = gen(third, req(seed=9), req(seed=9))
+    third.close_stores()
+    assert third.calls == 1 and third.hits == 1 and [c.text for c in second] == [c.text for c in first]
+
+
+def test_journal_writes_are_group_committed_and_not_awaited(tmp_path, monkeypatch):
+    """While the worker is busy, finished calls queue up and `generate` returns at once; they are
+    then committed together, in one transaction. `wait_journal` tells when calls are journaled."""
+    import threading
+
+    entered, gate = threading.Event(), threading.Event()
+    batches: list[int] = []
+    real = CallStore.put_many
+
+    def put_many(self, entries):  # noqa: ANN001
+        batches.append(len(entries))
+        if len(batches) == 1:
+            entered.set()
+            gate.wait(10)
+        return real(self, entries)
+
+    monkeypatch.setattr(CallStore, "put_many", put_many)
+    journal = tmp_path / "calls.sqlite"
+    eng = CachedEngine(CountingEngine(), None, journal=journal, persistent=False)
+
+    async def main() -> None:
+        await eng.generate(req(seed=0, n=1))
+        assert await asyncio.to_thread(entered.wait, 10)  # the worker is stuck in its first write
+        started = time.monotonic()
+        for s in range(1, 51):
+            await eng.generate(req(seed=s, n=1))
+        assert time.monotonic() - started < 2  # none of them waited for the write
+        mark = eng.journal_mark()
+        assert not eng.wait_journal(mark, timeout=0.05)
+        assert count_entries(journal) == 0
+        gate.set()
+        assert await asyncio.to_thread(eng.wait_journal, mark, 10)
+        assert count_entries(journal) == 51  # committed, visible to another connection
+
+    asyncio.run(main())
+    eng.close_stores()
+    assert batches == [1, 50] and eng.write_failures == 0
+
+
+def test_close_commits_every_queued_write(tmp_path):
+    journal, cache = tmp_path / "j.sqlite", tmp_path / "c.sqlite"
+    eng = CachedEngine(CountingEngine(), cache, journal=journal)
+
+    async def main() -> None:
+        await asyncio.gather(*(eng.generate(req(seed=s)) for s in range(300)))
+
+    asyncio.run(main())
+    eng.close_stores()
+    assert count_entries(journal) == 300 and count_entries(cache) == 300
+    assert eng.wait_journal(eng.journal_mark(), timeout=0)  # nothing left to wait for
+
+
+def test_journal_is_stored_plain_and_the_persistent_cache_compressed(tmp_path):
+    import json
+    import zlib
+
+    journal, cache = tmp_path / "j.sqlite", tmp_path / "c.sqlite"
+    eng = CachedEngine(CountingEngine(), cache, journal=journal)
+    gen(eng, req())
+    eng.close_stores()
+
+    def blob(path: Path) -> bytes:
+        conn = sqlite3.connect(path)
+        try:
+            return conn.execute("SELECT value FROM calls").fetchone()[0]
+        finally:
+            conn.close()
+
+    plain, packed = blob(journal), blob(cache)
+    assert json.loads(plain)[0]["text"] == "out-1"
+    assert zlib.decompress(packed) == plain
+
+
+def test_a_journal_with_compressed_entries_still_reads(tmp_path):
+    """Journals written before the journal was stored plain (zlib, like the cache) resume as before."""
+    from pdr.engines.cache import encode_completions
+
+    journal = tmp_path / "calls.sqlite"
+    key = req(seed=5).cache_key(CountingEngine().identity())
+    store = CallStore(journal, label="journal")
+    assert store.put(key, encode_completions([Completion("old-a"), Completion("old-b")]), 2, "counting")
+    store.close()
+    inner = CountingEngine()
+    eng = CachedEngine(inner, None, journal=journal, persistent=False)
+    (out,) = gen(eng, req(seed=5))
+    eng.close_stores()
+    assert inner.calls == 0 and [c.text for c in out] == ["old-a", "old-b"]
+
+
+def test_a_persistent_hit_is_written_back_to_the_journal_as_stored(tmp_path):
+    """The write-back copies the cache's value (compressed) without decoding and re-encoding it."""
+    cache, journal = tmp_path / "c.sqlite", tmp_path / "j.sqlite"
+    warm = CachedEngine(CountingEngine(), cache)
+    gen(warm, req(seed=3))
+    warm.close_stores()
+    eng = CachedEngine(CountingEngine(), cache, journal=journal)
+    gen(eng, req(seed=3))
+    eng.close_stores()
+    conn = sqlite3.connect(cache)
+    (cached,) = conn.execute("SELECT value FROM calls").fetchone()
+    conn.close()
+    conn = sqlite3.connect(journal)
+    (journaled,) = conn.execute("SELECT value FROM calls").fetchone()
+    conn.close()
+    assert journaled == cached
+    again = CachedEngine(CountingEngine(), None, journal=journal, persistent=False)
+    (out,) = gen(again, req(seed=3))
+    again.close_stores()
+    assert again.hits_by_store == {"journal": 1} and [c.text for c in out] == ["out-3", "out-4"]
