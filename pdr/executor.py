@@ -12,9 +12,9 @@ import hashlib
 import logging
 import random
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from pdr.engines.base import Completion, GenRequest, Message, RequestTag, SamplingParams
@@ -203,14 +203,14 @@ def outcome_row(outcome: Outcome, problem: Any, grades: dict[str, Any], final_gr
     else:
         status = final_grade.status if final_grade.status in ("correct", "wrong", "no_answer") else "wrong"
         correct = bool(final_grade.correct)
-    row.update(answer=final.answer, correct=correct, status=status, finish_reason=final.completion.finish_reason)
+    row.update(answer=_short(final.answer), correct=correct, status=status, finish_reason=final.completion.finish_reason)
     if getattr(final_grade, "error", None):
         row["grade_error"] = final_grade.error
     rounds = []
     for rd in state.rounds:
         corr = [bool(grades[a].correct) if a is not None and a in grades else False for a in rd.answers]
         rounds.append({
-            "round": rd.round, "width": rd.width, "answers": rd.answers, "correct": corr,
+            "round": rd.round, "width": rd.width, "answers": [_short(a) for a in rd.answers], "correct": corr,
             "draft_accuracy": sum(corr) / len(corr) if corr else None,
             "truncated": sum(rd.truncated), "workspace_tokens": rd.workspace_tokens,
         })
@@ -220,5 +220,10 @@ def outcome_row(outcome: Outcome, problem: Any, grades: dict[str, Any], final_gr
     return row
 
 
-def call_stats(calls: list[CallRecord]) -> dict[str, Any]:
-    return {"kinds": dict(Counter(c.kind for c in calls)), "calls": [asdict(c) for c in calls]}
+ANSWER_CHARS = 2000  # the grader rejects longer answers anyway; keep rows small (full text: traces)
+
+
+def _short(answer: str | None) -> str | None:
+    if answer is None or len(answer) <= ANSWER_CHARS:
+        return answer
+    return answer[:ANSWER_CHARS] + f"...[{len(answer) - ANSWER_CHARS} more characters]"
