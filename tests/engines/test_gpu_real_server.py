@@ -9,9 +9,7 @@ Small generation caps keep it to a few seconds on an 8B model.
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -21,6 +19,7 @@ from pdr.engines.base import Completion, GenRequest, Message, SamplingParams
 from pdr.engines.openai import OpenAIEngine
 from pdr.engines.sglang import SGLangEngine
 from pdr.errors import ContextLengthError
+from tests.fakes import run_with_engine
 
 URL = os.environ.get("PDR_TEST_SGLANG_URL")
 pytestmark = [
@@ -44,15 +43,7 @@ def sglang_cfg(**kw: Any) -> SGLangEngineConfig:
     )
 
 
-def run(engine: E, fn: Callable[[E], Awaitable[T]]) -> T:
-    async def main() -> T:
-        await engine.start()
-        try:
-            return await fn(engine)
-        finally:
-            await engine.close()
-
-    return asyncio.run(main())
+run = run_with_engine
 
 
 QUESTION = GenRequest(

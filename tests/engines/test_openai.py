@@ -13,7 +13,7 @@ from pdr.config.engines import OpenAIEngineConfig
 from pdr.engines.base import GenRequest, Message, SamplingParams
 from pdr.engines.openai import OpenAIEngine, chat_body, parse_chat_response
 from pdr.errors import AuthError, ConfigError, ContextLengthError, EngineRequestError, EngineUnavailable
-from tests.fakes import FakeSGLangServer
+from tests.fakes import FakeSGLangServer, run_with_engine
 
 T = TypeVar("T")
 KEY_ENV = "PDR_TEST_OPENAI_KEY"
@@ -34,15 +34,7 @@ def make_cfg(srv: FakeSGLangServer, **kw: Any) -> OpenAIEngineConfig:
 
 
 def with_engine(cfg: OpenAIEngineConfig, fn: Callable[[OpenAIEngine], Awaitable[T]]) -> T:
-    async def main() -> T:
-        engine = OpenAIEngine(cfg)
-        await engine.start()
-        try:
-            return await fn(engine)
-        finally:
-            await engine.close()
-
-    return asyncio.run(main())
+    return run_with_engine(OpenAIEngine(cfg), fn)
 
 
 def request(content: str, n: int = 1, max_tokens: int = 800) -> GenRequest:

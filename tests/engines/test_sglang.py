@@ -25,7 +25,7 @@ from pdr.errors import (
     EngineRequestError,
     EngineUnavailable,
 )
-from tests.fakes import FakeSGLangServer
+from tests.fakes import FakeSGLangServer, run_with_engine
 
 T = TypeVar("T")
 
@@ -45,15 +45,7 @@ def make_cfg(url: str, **kw: Any) -> SGLangEngineConfig:
 
 
 def with_engine(cfg: SGLangEngineConfig, fn: Callable[[SGLangEngine], Awaitable[T]]) -> T:
-    async def main() -> T:
-        engine = SGLangEngine(cfg)
-        await engine.start()
-        try:
-            return await fn(engine)
-        finally:
-            await engine.close()
-
-    return asyncio.run(main())
+    return run_with_engine(SGLangEngine(cfg), fn)
 
 
 def request(content: str, n: int = 1, max_tokens: int = 1000, **sampling: Any) -> GenRequest:

@@ -6,9 +6,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 __all__ = ["FakeSGLangServer", "Sample"]
+
+E = TypeVar("E")
+T = TypeVar("T")
+
+
+def run_with_engine(engine: E, fn: Callable[[E], Awaitable[T]]) -> T:
+    """Start `engine`, return `await fn(engine)`, close it: in a fresh event loop."""
+
+    async def main() -> T:
+        await engine.start()  # type: ignore[attr-defined]
+        try:
+            return await fn(engine)
+        finally:
+            await engine.close()  # type: ignore[attr-defined]
+
+    return asyncio.run(main())
 
 
 def __getattr__(name: str) -> Any:
