@@ -8,7 +8,6 @@ only once a run really starts, so `--cfg job` / `--help` answer fast.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from pdr.config.schema import register_configs
+from pdr.config.secrets import is_secret_key
 from pdr.errors import ConfigError, PdrError, did_you_mean
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -60,7 +60,7 @@ def _check_unknown_keys(node: Any, path: str = "") -> None:
                 if key not in fields:
                     where = f"{path}.{key}" if path else str(key)
                     hint = ""
-                    if re.search(r"(key|token|secret|password)$", str(key), re.I):
+                    if is_secret_key(str(key)):
                         hint = (" (never put a credential in the config: export it and name the variable "
                                 "with engine.api_key_env=VAR)")
                     raise ConfigError(

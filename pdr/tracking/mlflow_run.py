@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pdr.config.secrets import is_secret_key
+
 log = logging.getLogger(__name__)
 
-# Config keys whose values must never reach a tracking store, even if a user put a key there.
-# Anchored at the end of the key's last component, so `max_tokens` or `workspace_tokens` are
-# logged while `api_key`, `hf_token` or `password` are not; `*_env` names a variable, not a secret.
-_SECRET_KEY = re.compile(r"(^|[_-])(api[_-]?key|token|secret|password|authorization)$", re.I)
 PARAM_MAX_CHARS = 500  # older servers cap param values at 500 characters
 
 
@@ -48,7 +45,7 @@ def loggable_params(config: Mapping[str, Any]) -> dict[str, str]:
     for key, value in flatten(config).items():
         if key.startswith(("prompts.", "hydra.")) or key == "strategy.steps":
             continue
-        if _SECRET_KEY.search(key.rsplit(".", 1)[-1]):
+        if is_secret_key(key):  # never logged, even if a run let one through
             continue
         text = "null" if value is None else str(value)
         params[key] = text if len(text) <= PARAM_MAX_CHARS else text[: PARAM_MAX_CHARS - 3] + "..."
