@@ -47,6 +47,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pdr.config.secrets import is_secret_key
 from pdr.errors import PdrError
 from pdr.results import (
     ERRORS,
@@ -82,14 +83,6 @@ ERROR_HINTS = {
     "EngineRequestError": "the server refused the request (a 4xx or a malformed answer); see the message",
     "StallTimeout": "no call finished for the stall timeout; check the server, then resume=true",
 }
-# Config key names that hold credentials. pdr reads keys only from environment variables
-# (engine.api_key_env names one); a value under such a name would be written to config.json and
-# MLflow, so the run refuses it. `*_env` names (the variable's NAME) are fine; `max_tokens` is not
-# a secret (singular `token` only).
-_SECRET_NAME = re.compile(
-    r"^(?!.*_env$)(.*api[_-]?key|.*secret.*|.*passw(or)?d|authorization|bearer|(.*[_-])?token|credentials?)$",
-    re.I,
-)
 # Environment override of the stall timeout (seconds), e.g. for tests or very slow servers.
 STALL_ENV = "PDR_STALL_TIMEOUT_S"
 
@@ -145,8 +138,7 @@ def check_no_secrets(cfg: Any) -> None:
     holds a value, including keys added with `+` that the schema does not know. The message names
     the key, never the value. Runs before anything is written or logged."""
     for key, value in _walk_config(cfg):
-        name = key.rsplit(".", 1)[-1]
-        if _SECRET_NAME.match(name) and value not in (None, "", {}, []):
+        if is_secret_key(key) and value not in (None, "", {}, []):
             raise RunFailed(
                 f"{key}: looks like a credential, and pdr never takes credentials from the config (it is recorded in "
                 "config.json, MLflow and Hydra's output). Remove it; export the key in an environment variable and "
@@ -594,16 +586,6 @@ def _start_tracking(
     return make(None)
 
 
-@dataclass
-class _GradeFailure:
-    """Stands in for a Grade when grading itself failed: counted wrong, the error recorded."""
-
-    error: str
-    correct: bool = False
-    status: str = "wrong"
-    extracted: str | None = None
-
-
 def error_summary(errors: list[dict[str, Any]], log_path: Path | None = None) -> dict[str, Any]:
     """The `errors` section of summary.json from the final error rows (and the errors.jsonl log of
     every error in every attempt, including those a resume later fixed)."""
@@ -757,7 +739,10 @@ class _Grading:
                 raise RuntimeError(f"grade_many returned {len(results)} grades for {len(keys)} answers")
         except BaseException as exc:  # noqa: BLE001 - grading must never crash a run (design §6)
             log.warning("grading failed for problem %s: %s: %s", problem_id, type(exc).__name__, exc)
-            results = [_GradeFailure(error=f"{type(exc).__name__}: {exc}"[:500])] * len(keys)
+            from pdr.evaluation import Grade
+
+            # Counted wrong, with the reason recorded (what the grader itself does on a failure).
+            results = [Grade(False, "wrong", None, error=f"{type(exc).__name__}: {exc}"[:500])] * len(keys)
         for key, grade in zip(keys, results, strict=True):
             fut = self._checking.pop(key, None)
             if fut is not None and not fut.done():

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pdr.evaluation
 from pdr.evaluation import Grade, Grader
-from pdr.runner import _GradeFailure, _Grading
+from pdr.runner import _Grading
 from tests.conftest import compose_object
 
 CFG = SimpleNamespace(grading=SimpleNamespace(timeout_s=5.0, workers=1))
@@ -85,7 +85,9 @@ def test_a_grading_failure_grades_only_its_answers_wrong(monkeypatch):
 
     grades = asyncio.run(main())
     assert grades["42"].correct
-    assert isinstance(grades["x = 42"], _GradeFailure) and "grader exploded" in grades["x = 42"].error
+    failed = grades["x = 42"]
+    assert isinstance(failed, Grade) and "grader exploded" in failed.error
+    assert failed.correct is False and failed.status == "wrong"
 
 
 def test_finished_problem_samples_are_not_kept_until_the_end(tmp_path, monkeypatch):
