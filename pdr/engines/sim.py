@@ -36,6 +36,7 @@ from typing import Any
 
 from pdr.config.engines import SimEngineConfig
 from pdr.engines.base import BaseEngine, Completion, GenRequest, split_thinking
+from pdr.evaluation.extract import normalize_answer
 
 _VOCAB = (
     "so we need to check whether the condition holds for each case then consider the sum "
@@ -53,11 +54,6 @@ _VERDICT_RIGHT = "Verdict: the final answer looks correct."
 def _stable_int(*parts: Any) -> int:
     h = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(h, "big")
-
-
-def _norm(ans: str) -> str:
-    s = ans.replace(" ", "").replace("\\left", "").replace("\\right", "").replace("\\dfrac", "\\frac")
-    return s.lstrip("0") or s if s.isdigit() else s
 
 
 class _Words:
@@ -181,9 +177,9 @@ class SimEngine(BaseEngine):
             # pick is caught (and the problem solved afresh) with probability v / (1 + v).
             weights = []
             for ans, w in seen.items():
-                weights.append(w * (1.0 + self.cfg.verification) if _norm(ans) == _norm(gold) else w)
+                weights.append(w * (1.0 + self.cfg.verification) if normalize_answer(ans) == normalize_answer(gold) else w)
             pick = rng.choices(list(seen), weights=weights)[0]
-            if _norm(pick) == _norm(gold) or rng.random() < 1.0 / (1.0 + self.cfg.verification):
+            if normalize_answer(pick) == normalize_answer(gold) or rng.random() < 1.0 / (1.0 + self.cfg.verification):
                 return pick
         if rng.random() < p_solve:
             return gold
@@ -230,14 +226,14 @@ class SimEngine(BaseEngine):
             cands.append((int(parts[j]), found[-1].strip() if found else None))
         k_match = re.search(r"Judge which (\d+) candidates", tail) or re.search(r"which (\d+) candidates", request.messages[-1].content)
         k = int(k_match.group(1)) if k_match else 2
-        gold = _norm(str(problem.answer))
+        gold = normalize_answer(str(problem.answer))
         counts = Counter(a for _, a in cands if a)
 
         def score(c: tuple[int, str | None]) -> float:
             idx, ans = c
             if ans is None:
                 return -1.0 + rng.random() * 0.1
-            verified = 1.0 if _norm(ans) == gold and rng.random() < self.cfg.verification / (1 + self.cfg.verification) else 0.0
+            verified = 1.0 if normalize_answer(ans) == gold and rng.random() < self.cfg.verification / (1 + self.cfg.verification) else 0.0
             return verified + counts[ans] / max(1, len(cands)) + rng.random() * 0.3
 
         ranked = sorted(cands, key=score, reverse=True)[:k]
@@ -246,7 +242,7 @@ class SimEngine(BaseEngine):
     def _critique(self, tail: str, problem: Any, rng: random.Random) -> str:
         found = _BOXED.findall(tail)
         ans = found[-1].strip() if found else None
-        correct = ans is not None and _norm(ans) == _norm(str(problem.answer))
+        correct = ans is not None and normalize_answer(ans) == normalize_answer(str(problem.answer))
         accurate = rng.random() < 0.5 + 0.4 * math.tanh(self.cfg.verification)
         says_correct = correct if accurate else not correct
         body = _WORDS.take(max(8, self.cfg.answer_tokens // 2), rng.randrange(1 << 30))

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["extract_answer", "last_boxed", "strip_thinking", "final_answer_statement"]
+__all__ = ["extract_answer", "final_answer_statement", "last_boxed", "normalize_answer", "strip_thinking"]
 
 _THINK_CLOSE = re.compile(r"</think\s*>", re.IGNORECASE)
 _THINK_OPEN = re.compile(r"<think\s*>", re.IGNORECASE)
@@ -172,3 +172,17 @@ def extract_answer(response: str) -> str | None:
     if boxed is not None:
         return boxed
     return final_answer_statement(text)
+
+
+def normalize_answer(ans: str | None) -> str | None:
+    """A cheap canonical spelling of an answer, for grouping answers (votes, agreement, the simulator's
+    answer key); `grade` decides real equivalence."""
+    if ans is None:
+        return None
+    s = ans.strip().strip("$").strip()
+    for a, b in (("\\left", ""), ("\\right", ""), ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\!", ""), (" ", "")):
+        s = s.replace(a, b)
+    if re.fullmatch(r"-?0*\d+", s):
+        neg = s.startswith("-")
+        s = ("-" if neg else "") + (s.lstrip("-").lstrip("0") or "0")
+    return s or None

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pdr.engines.base import Completion, Message
+from pdr.evaluation.extract import normalize_answer
 from pdr.strategies.graph import Critique, Distill, Generate, Graph, Vote
 
 PLACEHOLDER = re.compile(r"\{(problem|workspace|candidates|solution|critique|k|index)\}")
@@ -32,19 +33,6 @@ PLACEHOLDER = re.compile(r"\{(problem|workspace|candidates|solution|critique|k|i
 def render(template: str, **values: Any) -> str:
     """Fill only pdr's placeholders; every other brace (LaTeX) is left alone."""
     return PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), m.group(0))), template)
-
-
-def normalize_answer(ans: str | None) -> str | None:
-    """A cheap canonical form for voting and agreement (grading does the real equivalence)."""
-    if ans is None:
-        return None
-    s = ans.strip().strip("$").strip()
-    for a, b in (("\\left", ""), ("\\right", ""), ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\!", ""), (" ", "")):
-        s = s.replace(a, b)
-    if re.fullmatch(r"-?0*\d+", s):
-        neg = s.startswith("-")
-        s = ("-" if neg else "") + (s.lstrip("-").lstrip("0") or "0")
-    return s or None
 
 
 @dataclass

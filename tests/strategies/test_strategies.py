@@ -13,9 +13,10 @@ from pdr.config.engines import SimEngineConfig
 from pdr.engines.base import BaseEngine, Completion, GenRequest
 from pdr.engines.sim import SimEngine, count_words
 from pdr.evaluation import extract_answer
+from pdr.evaluation.extract import normalize_answer
 from pdr.executor import Executor, budgets
 from pdr.strategies.graph import compile_graph
-from pdr.strategies.ops import normalize_answer, trim_tokens
+from pdr.strategies.ops import trim_tokens
 from tests.conftest import compose_object
 
 
