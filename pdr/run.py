@@ -159,8 +159,7 @@ def _main(dcfg: DictConfig) -> float | None:
     from pdr.runner import config_dict, find_resumable, run, run_key
 
     if cfg.resume and not cfg.output_dir:
-        found = find_resumable(launch_dir / "outputs", run_key(config_dict(cfg))) or find_resumable(
-            launch_dir / "multirun", run_key(config_dict(cfg)))
+        found = find_resumable([launch_dir / "outputs", launch_dir / "multirun"], run_key(config_dict(cfg)))
         if found is not None and found.resolve() != run_dir.resolve():
             log.info("resuming %s", found)
             run_dir = found

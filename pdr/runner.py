@@ -116,20 +116,22 @@ def run_key(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def find_resumable(outputs_root: Path, key: str) -> Path | None:
-    """The newest earlier run directory under `outputs_root` with the same run key."""
+def find_resumable(roots: list[Path], key: str) -> Path | None:
+    """The newest earlier run directory under any of `roots` (e.g. outputs/ and multirun/) with
+    the same run key."""
     best: tuple[float, Path] | None = None
-    if not outputs_root.exists():
-        return None
-    for info in outputs_root.glob(f"**/{RUN_INFO}"):
-        try:
-            data = json.loads(info.read_text())
-        except (OSError, json.JSONDecodeError):
+    for root in roots:
+        if not root.exists():
             continue
-        if data.get("run_key") == key:
-            mtime = info.stat().st_mtime
-            if best is None or mtime > best[0]:
-                best = (mtime, info.parent)
+        for info in root.glob(f"**/{RUN_INFO}"):
+            try:
+                data = json.loads(info.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if data.get("run_key") == key:
+                mtime = info.stat().st_mtime
+                if best is None or mtime > best[0]:
+                    best = (mtime, info.parent)
     return best[1] if best else None
 
 
@@ -485,7 +487,7 @@ def _read_run_info(path: Path) -> dict[str, Any]:
 
 
 def _kept(run_dir: Path, by_id: dict[str, Any]) -> int:
-    rows = final_rows(list(read_jsonl(run_dir / "results.jsonl")))
+    rows = final_rows(list(read_jsonl(run_dir / RESULTS)))
     return sum(1 for r in rows if r["problem_id"] in by_id and r.get("status") != "error")
 
 
