@@ -179,8 +179,7 @@ async def _distill(step: int, op: Distill, state: State, ctx: OpContext) -> None
         summary = c.text if c.text.strip() else "(the summarizer produced no summary)"
         state.shared_workspace = trim_tokens(summary, op.workspace_tokens, ctx.count_tokens)
     elif op.type == "all":
-        per = op.workspace_tokens // max(1, len(drafts))
-        state.shared_workspace = _bounded(_render_candidates(drafts, op.include_thinking, ctx, per), op.workspace_tokens, ctx)
+        state.shared_workspace = _extractive(drafts, op, ctx)
     elif op.type == "top_k_shared":
         chosen = await _select(step, op, drafts, ctx, n_branches=1)
         state.shared_workspace = _extractive(chosen[0], op, ctx)
@@ -273,12 +272,10 @@ def _render_candidates(drafts: Sequence[Candidate], include_thinking: bool, ctx:
 
 
 def _extractive(chosen: Sequence[Any], op: Distill, ctx: OpContext) -> str:
+    """The chosen drafts verbatim, each cut to its share of the bound, the whole within it."""
     per = op.workspace_tokens // max(1, len(chosen))
-    return _bounded(_render_candidates(list(chosen), op.include_thinking, ctx, per), op.workspace_tokens, ctx)
-
-
-def _bounded(text: str, limit: int, ctx: OpContext) -> str:
-    return trim_tokens(text, limit, ctx.count_tokens)
+    text = _render_candidates(list(chosen), op.include_thinking, ctx, per)
+    return trim_tokens(text, op.workspace_tokens, ctx.count_tokens)
 
 
 def trim_tokens(text: str, limit: int, count_tokens: Callable[[str], int]) -> str:
