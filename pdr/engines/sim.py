@@ -268,8 +268,8 @@ class SimEngine(BaseEngine):
             else:
                 thinking = _WORDS.take(think_n, think_n * 7919)
                 keep = max_tokens - think_n - 2
-                text = " ".join(visible.split()[:keep])
-                text = text.split("\\boxed")[0] if "}$." not in text else text
+                # The cut always removes the last word, which closes the box: no answer survives.
+                text = " ".join(visible.split()[:keep]).split("\\boxed")[0]
         return Completion(
             text=text,
             reasoning=thinking,
