@@ -8,7 +8,6 @@ computed (definitions in `budgets()`).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import time
@@ -19,16 +18,11 @@ from typing import Any
 
 from pdr.engines.base import Completion, GenRequest, Message, RequestTag, SamplingParams
 from pdr.errors import EngineError
+from pdr.seeding import derive_seed
 from pdr.strategies.graph import Graph
 from pdr.strategies.ops import OpContext, State, run_graph
 
 log = logging.getLogger(__name__)
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 62-bit seed from the run seed and a call's position; independent of scheduling order."""
-    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> 2
 
 
 @dataclass

@@ -26,7 +26,6 @@ The model (all randomness from the per-call seed, so results do not depend on sc
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import random
 import re
@@ -37,6 +36,7 @@ from typing import Any
 from pdr.config.engines import SimEngineConfig
 from pdr.engines.base import BaseEngine, Completion, GenRequest, split_thinking
 from pdr.evaluation.extract import normalize_answer
+from pdr.seeding import stable_hash
 
 _VOCAB = (
     "so we need to check whether the condition holds for each case then consider the sum "
@@ -49,11 +49,6 @@ _BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*)\}")
 _SUPPORT = re.compile(r"\\boxed\{((?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*)\}: supported by (\d+)")
 _VERDICT_WRONG = "Verdict: the final answer is likely wrong."
 _VERDICT_RIGHT = "Verdict: the final answer looks correct."
-
-
-def _stable_int(*parts: Any) -> int:
-    h = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "big")
 
 
 class _Words:
@@ -111,12 +106,12 @@ class SimEngine(BaseEngine):
     def _difficulty(self, problem: Any) -> float:
         d = getattr(problem, "difficulty", None)
         if d is None:  # no hint: a stable pseudo-random difficulty per problem
-            d = 0.2 + 0.6 * (_stable_int("difficulty", problem.id) % 1000) / 999
+            d = 0.2 + 0.6 * (stable_hash("difficulty", problem.id) % 1000) / 999
         return min(max(float(d), 0.0), 1.0)
 
     def _wrong_answers(self, problem: Any) -> list[str]:
         gold = str(problem.answer).strip()
-        seed = _stable_int("wrong", problem.id)
+        seed = stable_hash("wrong", problem.id)
         rng = random.Random(seed)
         if re.fullmatch(r"-?\d+", gold):
             g = int(gold)
