@@ -1,7 +1,9 @@
-"""Engine config schemas, one per engine (`engine=sim|sglang|openai`).
+"""Engine config schemas, one per engine (`engine=sim|sglang|openai`), and `ENGINE_SCHEMAS`,
+the table of them by engine name.
 
 Each schema holds only the keys its engine reads, so a key meant for another engine fails at
-compose time instead of being silently ignored.
+compose time instead of being silently ignored. The engine classes register under the same names
+(`pdr.engines.registry.register_engine`); this layer never imports them.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pdr.errors import ConfigError
+from pdr.errors import ConfigError, did_you_mean
 
 
 @dataclass
@@ -74,11 +76,9 @@ class SimEngineConfig(EngineConfig):
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        import difflib
-
-        close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"engine.{key}={value!r}: unknown{hint} (choose one of {', '.join(choices)})")
+        raise ConfigError(
+            f"engine.{key}={value!r}: unknown{did_you_mean(value, choices)} (choose one of {', '.join(choices)})"
+        )
 
 
 def _check_http_client(cfg: SGLangEngineConfig | OpenAIEngineConfig) -> None:
@@ -201,3 +201,13 @@ class OpenAIEngineConfig(EngineConfig):
         super().__post_init__()
         _check_choice("max_tokens_field", self.max_tokens_field, ("max_completion_tokens", "max_tokens"))
         _check_http_client(self)
+
+
+# Engine name -> schema. `register_configs()` stores each as `<name>_schema` in Hydra's engine
+# group (conf/engine/<name>.yaml builds on it); `pdr.engines.registry` imports the engine
+# `pdr.engines.<name>` on demand for a name listed here.
+ENGINE_SCHEMAS: dict[str, type[EngineConfig]] = {
+    "sim": SimEngineConfig,
+    "sglang": SGLangEngineConfig,
+    "openai": OpenAIEngineConfig,
+}

@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from pdr.config.dataset import DatasetConfig
-from pdr.config.engines import EngineConfig, OpenAIEngineConfig, SGLangEngineConfig, SimEngineConfig
+from pdr.config.engines import ENGINE_SCHEMAS, EngineConfig
 from pdr.config.strategy import (
     LongCoTStrategyConfig,
     MajorityStrategyConfig,
@@ -152,9 +152,8 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("pdr_rand", lambda: uuid.uuid4().hex[:6], use_cache=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    cs.store(group="engine", name="sim_schema", node=SimEngineConfig)
-    cs.store(group="engine", name="sglang_schema", node=SGLangEngineConfig)
-    cs.store(group="engine", name="openai_schema", node=OpenAIEngineConfig)
+    for engine_name, engine_schema in ENGINE_SCHEMAS.items():
+        cs.store(group="engine", name=f"{engine_name}_schema", node=engine_schema)
     cs.store(group="strategy", name="pdr_schema", node=PDRStrategyConfig)
     cs.store(group="strategy", name="sr_schema", node=SRStrategyConfig)
     cs.store(group="strategy", name="majority_schema", node=MajorityStrategyConfig)

@@ -12,9 +12,10 @@ import contextlib
 import hashlib
 import json
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+from pdr.errors import EngineRequestError
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -115,6 +116,21 @@ class Completion:
         return cls(**d)
 
 
+_FINISH_REASONS = frozenset({"stop", "length", "abort"})
+
+
+def finish_reason(raw: Any) -> str:
+    """A server's finish reason as a `Completion.finish_reason`: "stop", "length" or "abort";
+    anything else (None, "tool_calls", "eos" ...) counts as "stop"."""
+    reason = str(raw)
+    return reason if reason in _FINISH_REASONS else "stop"
+
+
+def approx_tokens(text: str) -> int:
+    """A token count without the model's tokenizer: ~4 characters per token for English and LaTeX."""
+    return max(1, (len(text) + 3) // 4)
+
+
 def split_thinking(raw: str) -> tuple[str | None, str]:
     """Split a raw generation into (thinking, visible answer).
 
@@ -136,16 +152,27 @@ def split_thinking(raw: str) -> tuple[str | None, str]:
 
 @runtime_checkable
 class Engine(Protocol):
-    name: str
-    simulated: bool
+    """What the executor, the call cache and the runner use of an engine; nothing else is probed.
 
-    async def start(self) -> None: ...
+    `BaseEngine` provides every member but `_generate`; `CachedEngine` (pdr.engines.cache) wraps
+    any Engine and is one itself. All methods run on the event loop's thread.
+    """
+
+    name: str  # the registry key: `engine.name`, the YAML option, the logged value
+    simulated: bool  # True only for the embedded simulated model: its numbers are never a model's
+    calls: int  # requests sent to the model so far (a fanned-out fork of n counts n)
+
+    async def start(self) -> None:
+        """Connect (and launch, if configured) and wait until the engine can serve; may raise."""
+        ...
 
     async def generate(self, request: GenRequest) -> list[Completion]:
         """Sample `request.n` completions of one prompt; exactly `n` results, branch order."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release everything `start` acquired. Idempotent; `info()` still works afterwards."""
+        ...
 
     def identity(self) -> str:
         """What determines outputs (engine kind, model, server); part of the call-cache key."""
@@ -153,6 +180,10 @@ class Engine(Protocol):
 
     def info(self) -> dict[str, Any]:
         """Facts to record with the run (server version, model path, context length ...)."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text` as this engine counts them (an estimate when it has no tokenizer)."""
         ...
 
 
@@ -222,10 +253,12 @@ class WeightedLimiter:
 
 
 class BaseEngine:
-    """Shared plumbing: the concurrency limit and the fan-out fallback for servers without `n`.
+    """Shared plumbing: the concurrency limit, the fan-out fallback for servers without `n`, and
+    defaults for every `Engine` member.
 
     Subclasses implement `_generate(request)` for one prompt with `request.n` samples (or set
-    `supports_n = False` and receive only n == 1 requests, fanned out here concurrently).
+    `supports_n = False` and receive only n == 1 requests, fanned out here concurrently), and
+    register themselves with `pdr.engines.registry.register_engine`.
     """
 
     name = "base"
@@ -248,6 +281,9 @@ class BaseEngine:
     def info(self) -> dict[str, Any]:
         return {"engine": self.name}
 
+    def count_tokens(self, text: str) -> int:
+        return approx_tokens(text)
+
     async def generate(self, request: GenRequest) -> list[Completion]:
         if request.n > 1 and not self.supports_n:
             parts = await asyncio.gather(*(self._one(_branch(request, i)) for i in range(request.n)))
@@ -262,8 +298,6 @@ class BaseEngine:
         finally:
             await self.limiter.release(weight)
         if len(out) != request.n:
-            from pdr.errors import EngineRequestError
-
             raise EngineRequestError(f"{self.name}: asked for n={request.n} samples, got {len(out)}")
         return out
 
@@ -277,8 +311,3 @@ def _branch(request: GenRequest, i: int) -> GenRequest:
     if tag is not None:
         tag = RequestTag(tag.problem_id, tag.sample, tag.step, tag.kind, tag.branch + i)
     return GenRequest(request.messages, request.sampling, n=1, seed=request.seed + i, tag=tag)
-
-
-def branch_requests(request: GenRequest) -> Sequence[GenRequest]:
-    """A fork split into its n single-sample requests (the fan-out used when `n` is unsupported)."""
-    return [_branch(request, i) for i in range(request.n)]

@@ -1,7 +1,7 @@
 """HTTP plumbing shared by the real engines (sglang, openai): one pooled client, timeouts,
-bounded retries with backoff, and the mapping of server errors onto `pdr.errors`.
+bounded retries, the mapping of server errors onto `pdr.errors`, and `HttpEngine`, their base.
 
-Retry policy (the only place in pdr that retries):
+Retries follow the engines' one policy (`pdr.engines.retry`):
 
 * retried, up to `max_retries` times with exponential backoff and jitter: HTTP 408, 429, 502, 503,
   504, connection errors and resets, and timeouts (a `Retry-After` header is honoured, capped);
@@ -15,9 +15,10 @@ Error bodies come in three shapes on SGLang (sglang-http-api.md §2.6) and are a
 The API key is sent as ``Authorization: Bearer <key>`` and never appears in logs or exception
 messages: every message that leaves this module is passed through `HttpClient.redact`.
 
-The transport is aiohttp, not httpx: with hundreds of requests in flight httpx/httpcore cost
-~1-2 ms of client CPU per request (anyio cancel scopes, and a connection pool that rescans every
-connection on each request event), aiohttp ~0.2 ms (experiments/benchmarks/bench_client_overhead.py).
+The transport is aiohttp, and pdr's only HTTP client library (readiness probes of a launched
+server included): with hundreds of requests in flight httpx/httpcore cost ~1-2 ms of client CPU
+per request (anyio cancel scopes, and a connection pool that rescans every connection on each
+request event), aiohttp ~0.2 ms (experiments/benchmarks/bench_client_overhead.py).
 """
 
 from __future__ import annotations
@@ -27,16 +28,18 @@ import functools
 import json
 import logging
 import os
-import random
 import re
 import ssl
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any
 
 import aiohttp
+import certifi
 
+from pdr.engines.base import BaseEngine, Completion, GenRequest
+from pdr.engines.retry import RETRYABLE_ERRORS, Backoff, poll_until
 from pdr.errors import (
     AuthError,
     ConfigError,
@@ -47,8 +50,6 @@ from pdr.errors import (
 )
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 RETRYABLE_STATUS = frozenset({408, 429, 502, 503, 504})
 _BODY_SNIPPET = 300  # characters of an unparseable error body quoted in messages
@@ -232,8 +233,7 @@ class HttpClient:
         self.name = name
         self.timeout_s = timeout_s
         self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.backoff_max_s = backoff_max_s
+        self.backoff = Backoff(backoff_s, backoff_max_s)
         self._api_key = api_key
         self._api_key_env = api_key_env
         self._max_connections = max_connections
@@ -276,14 +276,6 @@ class HttpClient:
             text = text.replace(self._api_key, "***")
         return text
 
-    def _backoff(self, retry: int, retry_after: float | None) -> float:
-        """Delay before retry number `retry` (1-based): base·2^(retry−1), capped, with equal jitter."""
-        cap = min(self.backoff_max_s, self.backoff_s * (2 ** (retry - 1)))
-        delay = cap / 2 + random.uniform(0, cap / 2)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.backoff_max_s))
-        return delay
-
     async def request_json(
         self,
         method: str,
@@ -296,17 +288,19 @@ class HttpClient:
         """Send one request (retrying transient failures) and return the decoded JSON body.
 
         `body_factory`, when given, builds the body afresh for every attempt (e.g. a new request
-        id: a timed-out request may still be in flight on the server under the old one)."""
+        id: a timed-out request may still be in flight on the server under the old one).
+
+        A plain loop over `self.backoff`, not tenacity: see `pdr.engines.retry` for why."""
         attempts = self.max_retries + 1 if retry else 1
-        last: EngineUnavailable | None = None
+        last: Exception | None = None
         for attempt in range(1, attempts + 1):
             try:
                 return await self._attempt(method, path, body_factory() if body_factory else body)
-            except EngineUnavailable as e:
+            except RETRYABLE_ERRORS as e:
                 last = e
                 if attempt == attempts:
                     break
-                delay = self._backoff(attempt, e.retry_after if isinstance(e, RetryableHTTPError) else None)
+                delay = self.backoff.delay(attempt, getattr(e, "retry_after", None))
                 self.retries += 1
                 logger.warning("%s; retry %d/%d in %.2f s", e, attempt, self.max_retries, delay)
                 await asyncio.sleep(delay)
@@ -420,57 +414,51 @@ async def wait_ready(
     """Poll GET `paths[0]` until it answers 200 (a 404 moves on to the next path); return the
     path that answered. 503 and connection errors mean "still starting". 401/403 raise AuthError.
     Raises EngineUnavailable after `timeout_s` seconds."""
-    deadline = time.monotonic() + timeout_s
     idx = 0
     last = "no answer yet"
-    next_log = time.monotonic() + 30.0
-    while True:
-        path = paths[idx]
-        try:
-            status = await http.get_status(path, timeout_s=min(30.0, max(1.0, timeout_s)))
-        except EngineUnavailable as e:
-            status, last = None, str(e)
-        if status == 200:
-            return path
-        if status in (404, 405) and idx + 1 < len(paths):
-            idx += 1
-            continue
-        if status in (401, 403):
-            raise AuthError(
-                f"{http.name}: GET {http.base_url}{path}: HTTP {status} (health endpoints need no key: is this an SGLang server?)",
-                status,
-            )
-        if status is not None:
+
+    async def probe() -> str | None:
+        nonlocal idx, last
+        while True:
+            path = paths[idx]
+            try:
+                status = await http.get_status(path, timeout_s=min(30.0, max(1.0, timeout_s)))
+            except EngineUnavailable as e:
+                last = str(e)
+                return None
+            if status == 200:
+                return path
+            if status in (404, 405) and idx + 1 < len(paths):
+                idx += 1
+                continue
+            if status in (401, 403):
+                raise AuthError(
+                    f"{http.name}: GET {http.base_url}{path}: HTTP {status} (health endpoints need no key: is this an SGLang server?)",
+                    status,
+                )
             last = f"HTTP {status} from {path}"
-        now = time.monotonic()
-        if now >= deadline:
-            raise EngineUnavailable(
-                f"{http.name}: server at {http.base_url} not ready after {timeout_s:g} s ({last}); "
-                "is it running? (raise engine.ready_timeout_s while it loads)"
-            )
-        if now >= next_log:
-            logger.info("%s: waiting for %s to become ready (%s)", http.name, http.base_url, last)
-            next_log = now + 30.0
-        await asyncio.sleep(min(interval_s, max(0.0, deadline - now)))
-        interval_s = min(max_interval_s, interval_s * 1.5)
+            return None
 
-
-def quiet_httpx_logging() -> None:
-    """httpx logs every request at INFO (thousands of lines per run); pdr logs what matters
-    (retries, failures) itself. Only applied when nobody configured the httpx logger."""
-    for name in ("httpx", "httpcore"):
-        lg = logging.getLogger(name)
-        if lg.level == logging.NOTSET:
-            lg.setLevel(logging.WARNING)
+    return await poll_until(
+        probe,
+        timeout_s=timeout_s,
+        first_s=interval_s,
+        max_s=max_interval_s,
+        on_timeout=lambda: EngineUnavailable(
+            f"{http.name}: server at {http.base_url} not ready after {timeout_s:g} s ({last}); "
+            "is it running? (raise engine.ready_timeout_s while it loads)"
+        ),
+        progress=lambda: logger.info(
+            "%s: waiting for %s to become ready (%s)", http.name, http.base_url, last
+        ),
+    )
 
 
 @functools.cache
 def _ssl_context() -> ssl.SSLContext:
-    """One default (certifi, as httpx builds it) SSL context per process: building it costs tens
-    of milliseconds."""
-    import httpx
-
-    return httpx.create_ssl_context()
+    """One default SSL context per process, trusting certifi's CA bundle (as the httpx default
+    pdr used before): building it costs tens of milliseconds."""
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def _parse_retry_after(value: str | None) -> float | None:
@@ -482,35 +470,18 @@ def _parse_retry_after(value: str | None) -> float | None:
         return None  # HTTP-date form: ignore, the backoff applies
 
 
-def largest_remainder_split(total: int, weights: list[float]) -> list[int]:
-    """Split the integer `total` into len(weights) integers proportional to `weights`, summing
-    exactly to `total` (largest-remainder rounding; equal split when all weights are 0)."""
-    k = len(weights)
-    if k == 0:
-        return []
-    total = max(0, int(total))
-    wsum = float(sum(max(0.0, w) for w in weights))
-    if wsum <= 0:
-        weights, wsum = [1.0] * k, float(k)
-    raw = [total * max(0.0, w) / wsum for w in weights]
-    out = [int(r) for r in raw]
-    order = sorted(range(k), key=lambda i: (raw[i] - out[i], -i), reverse=True)
-    for i in order[: total - sum(out)]:
-        out[i] += 1
-    return out
-
-
 async def with_context_fallback(
-    send: Callable[[int], Awaitable[T]], max_tokens: int, *, on_overflow: str, name: str
-) -> tuple[T, int | None]:
+    send: Callable[[int], Awaitable[list[Completion]]], max_tokens: int, *, on_overflow: str, name: str
+) -> list[Completion]:
     """Call `send(max_tokens)`; on a ContextLengthError with `on_overflow == "truncate"` retry
-    once with the largest cap that fits (context − input − 1, parsed from the server's message).
+    once with the largest cap that fits (context − input − 1, parsed from the server's message),
+    marking each completion's `meta["max_tokens_reduced_to"]`.
 
-    Returns (result, reduced cap or None). Re-raises when the mode is "error", when the message
-    has no numbers, or when even one token would not fit.
+    Re-raises when the mode is "error", when the message has no numbers, or when even one token
+    would not fit.
     """
     try:
-        return await send(max_tokens), None
+        return await send(max_tokens)
     except ContextLengthError as e:
         if on_overflow != "truncate":
             raise
@@ -520,4 +491,59 @@ async def with_context_fallback(
             raise ContextLengthError(f"{e} [truncate: no smaller max_tokens fits]", e.status) from e
         logger.warning("%s: prompt of %d tokens + max_tokens=%d exceeds the context of %d; retrying with max_tokens=%d",
                        name, overflow.input_tokens, max_tokens, overflow.context_length, fit)  # fmt: skip
-        return await send(fit), fit
+    out = await send(fit)
+    for c in out:
+        c.meta["max_tokens_reduced_to"] = fit
+    return out
+
+
+class HttpEngine(BaseEngine):
+    """The base of the HTTP engines: config, URL, fork mode, the client (`start()` opens it with
+    `open_http`), and generation under `engine.on_context_overflow`.
+
+    Subclasses implement `start()` and `_sender(request)`: a function that sends the request
+    with a given generation cap and returns its completions.
+    """
+
+    def __init__(self, cfg: Any, problems: Any = (), *, run_dir: Path | None = None):
+        super().__init__(cfg.max_concurrency)
+        self.cfg = cfg
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.supports_n = cfg.fork == "n"  # fanout: BaseEngine splits forks into n=1 requests
+        self.url = cfg.url.rstrip("/")
+        self._http: HttpClient | None = None
+        self._retries_before_close = 0
+
+    async def open_http(self, api_key: str | None) -> HttpClient:
+        """Open the pooled client to `self.url` with the engine's timeouts and retries."""
+        self._http = HttpClient.for_engine(self.url, self.name, self.cfg, api_key)
+        await self._http.start()
+        return self._http
+
+    async def close(self) -> None:
+        """Close the connection pool. Idempotent; `retries` and `info()` still work."""
+        if self._http is not None:
+            self._retries_before_close = self._http.retries
+            await self._http.close()
+            self._http = None
+
+    def _require_http(self) -> HttpClient:
+        if self._http is None:
+            raise EngineRequestError(f"{self.name}: engine not started (await engine.start() first)")
+        return self._http
+
+    @property
+    def retries(self) -> int:
+        """Request retries over the engine's life (for info and tests)."""
+        return self._http.retries if self._http is not None else self._retries_before_close
+
+    async def _generate(self, request: GenRequest) -> list[Completion]:
+        return await with_context_fallback(
+            self._sender(request),
+            request.sampling.max_tokens,
+            on_overflow=self.cfg.on_context_overflow,
+            name=self.name,
+        )
+
+    def _sender(self, request: GenRequest) -> Callable[[int], Awaitable[list[Completion]]]:
+        raise NotImplementedError

@@ -18,7 +18,6 @@ idempotent and is also registered with `atexit` as a safety net.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import json
 import logging
@@ -28,7 +27,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,10 +34,9 @@ from types import TracebackType
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-import httpx
-
-from pdr.engines.http import quiet_httpx_logging
-from pdr.errors import ServerLaunchError
+from pdr.engines.http import HttpClient
+from pdr.engines.retry import poll_until
+from pdr.errors import EngineUnavailable, ServerLaunchError
 
 logger = logging.getLogger(__name__)
 
@@ -215,47 +212,50 @@ class ManagedServer:
         return self.url
 
     async def _wait_ready(self) -> None:
+        """Poll /health_generate (/health on servers without it) until 200, failing fast when
+        the process exits. Health endpoints need no API key."""
         proc = self.proc
         if proc is None:
             raise ServerLaunchError("ManagedServer: not started")
-        quiet_httpx_logging()
-        deadline = time.monotonic() + self.startup_timeout_s
-        next_log = time.monotonic() + 30.0
-        interval = self.poll_interval_s
-        async with httpx.AsyncClient(
-            base_url=self.url, timeout=httpx.Timeout(10.0), trust_env=False
-        ) as client:
-            while True:
-                code = proc.poll()
-                if code is not None:
-                    if self._pump is not None:
-                        self._pump.join(timeout=5)  # the last lines are the interesting ones
-                    raise ServerLaunchError(
-                        f"the SGLang server exited with code {code} before it was ready. "
-                        f"Last lines of {self.log_path}:\n{log_tail(self.log_path)}"
-                    )
-                try:
-                    resp = await client.get("/health_generate")
-                    if resp.status_code == 200:
-                        return
-                    if resp.status_code == 404:  # very old servers: plain /health
-                        resp = await client.get("/health")
-                        if resp.status_code == 200:
-                            return
-                except httpx.HTTPError:
-                    pass  # the port opens only after the weights are loaded
-                now = time.monotonic()
-                if now >= deadline:
-                    raise ServerLaunchError(
-                        f"the SGLang server was not ready after engine.startup_timeout_s={self.startup_timeout_s:g} s. "
-                        f"Last lines of {self.log_path}:\n{log_tail(self.log_path)}"
-                    )
-                if now >= next_log:
-                    last = log_tail(self.log_path, 1).strip()
-                    logger.info("waiting for the SGLang server at %s ... (%s)", self.url, last[-200:])
-                    next_log = now + 30.0
-                await asyncio.sleep(interval)
-                interval = min(2.0, interval * 1.25)
+        http = HttpClient(self.url, name="sglang-launch", timeout_s=10.0, max_retries=0, max_connections=2)
+        await http.start()
+
+        async def probe() -> bool | None:
+            code = proc.poll()
+            if code is not None:
+                if self._pump is not None:
+                    self._pump.join(timeout=5)  # the last lines are the interesting ones
+                raise ServerLaunchError(
+                    f"the SGLang server exited with code {code} before it was ready. "
+                    f"Last lines of {self.log_path}:\n{log_tail(self.log_path)}"
+                )
+            try:
+                status = await http.get_status("/health_generate", timeout_s=10.0)
+                if status == 404:  # very old servers: plain /health
+                    status = await http.get_status("/health", timeout_s=10.0)
+            except EngineUnavailable:
+                return None  # the port opens only after the weights are loaded
+            return True if status == 200 else None
+
+        def progress() -> None:
+            last = log_tail(self.log_path, 1).strip()
+            logger.info("waiting for the SGLang server at %s ... (%s)", self.url, last[-200:])
+
+        try:
+            await poll_until(
+                probe,
+                timeout_s=self.startup_timeout_s,
+                first_s=self.poll_interval_s,
+                max_s=2.0,
+                factor=1.25,
+                on_timeout=lambda: ServerLaunchError(
+                    f"the SGLang server was not ready after engine.startup_timeout_s={self.startup_timeout_s:g} s. "
+                    f"Last lines of {self.log_path}:\n{log_tail(self.log_path)}"
+                ),
+                progress=progress,
+            )
+        finally:
+            await http.close()
 
     def stop(self) -> None:
         """Stop the server's whole process group: SIGTERM, wait `stop_grace_s`, SIGKILL.

@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from pdr.config.engines import SGLangEngineConfig
-from pdr.engines.base import BaseEngine, Completion, GenRequest, Message, split_thinking
+from pdr.engines.base import Completion, GenRequest, Message, finish_reason, split_thinking
+from pdr.engines.chat_api import chat_body, parse_chat_response
 from pdr.engines.chat_templates import ChatTemplate, resolve_template
-from pdr.engines.http import HttpClient, read_api_key, wait_ready, with_context_fallback
+from pdr.engines.http import HttpEngine, read_api_key, wait_ready
 from pdr.engines.launch import ManagedServer
-from pdr.engines.openai import chat_body, parse_chat_response
+from pdr.engines.registry import register_engine
 from pdr.errors import ConfigError, EngineRequestError
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,6 @@ NATIVE_SAMPLING_KEYS = frozenset(
     {"max_new_tokens", "temperature", "top_p", "top_k", "stop", "n", "sampling_seed"}
 )
 _Send = Callable[[int], Awaitable[list[Completion]]]  # max_tokens -> completions
-_FINISH_TYPES = {"stop": "stop", "length": "length", "abort": "abort"}
 _RID_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]+")
 
 # Server facts recorded by info(): picked field by field, because /server_info also returns the
@@ -67,7 +67,8 @@ _SERVER_INFO_KEYS = (
 _MODEL_INFO_KEYS = ("model_path", "served_model_name", "tokenizer_path", "weight_version", "reasoning_parser")
 
 
-class SGLangEngine(BaseEngine):
+@register_engine("sglang", SGLangEngineConfig)
+class SGLangEngine(HttpEngine):
     """An SGLang server (external at `engine.url`, or launched by pdr with `engine.launch=true`).
 
     Lifecycle: `await start()` (launch if asked, readiness, server facts, chat template), then
@@ -76,21 +77,15 @@ class SGLangEngine(BaseEngine):
     """
 
     name = "sglang"
-    simulated = False
+    cfg: SGLangEngineConfig
 
-    def __init__(self, cfg: SGLangEngineConfig, run_dir: Path | None = None):
-        super().__init__(cfg.max_concurrency)
-        self.cfg = cfg
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.supports_n = cfg.fork == "n"  # fanout: BaseEngine splits forks into n=1 requests
-        self.url = cfg.url.rstrip("/")
+    def __init__(self, cfg: SGLangEngineConfig, problems: Any = (), *, run_dir: Path | None = None):
+        super().__init__(cfg, problems, run_dir=run_dir)
         self.template: ChatTemplate | None = None
         self.server: ManagedServer | None = None
-        self._http: HttpClient | None = None
         self._server_info: dict[str, Any] = {}
         self._model_info: dict[str, Any] = {}
         self._ready_path = ""
-        self._retries_before_close = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -114,9 +109,8 @@ class SGLangEngine(BaseEngine):
                     stop_grace_s=cfg.stop_grace_s,
                 )
                 self.url = await self.server.start()
-            self._http = HttpClient.for_engine(self.url, self.name, cfg, api_key)
-            await self._http.start()
-            self._ready_path = await wait_ready(self._http, timeout_s=cfg.ready_timeout_s)
+            http = await self.open_http(api_key)
+            self._ready_path = await wait_ready(http, timeout_s=cfg.ready_timeout_s)
             await self._read_server_facts()
             self._check_seed_support()
             if cfg.api == "native":
@@ -166,18 +160,10 @@ class SGLangEngine(BaseEngine):
     async def close(self) -> None:
         """Close the connection pool and stop a launched server. Idempotent; info() still works."""
         try:
-            if self._http is not None:
-                self._retries_before_close = self._http.retries
-                await self._http.close()
-                self._http = None
+            await super().close()
         finally:
             if self.server is not None:
                 self.server.stop()  # synchronous and idempotent: safe while Ctrl-C cancels tasks
-
-    def _require_http(self) -> HttpClient:
-        if self._http is None:
-            raise EngineRequestError(f"{self.name}: engine not started (await engine.start() first)")
-        return self._http
 
     # ------------------------------------------------------------------ identity and info
 
@@ -211,7 +197,7 @@ class SGLangEngine(BaseEngine):
             "chat_template": self.template.name if self.template else None,
             "send_seed": self.cfg.send_seed,
             "readiness_endpoint": self._ready_path or None,
-            "retries": self._http.retries if self._http else self._retries_before_close,
+            "retries": self.retries,
         }
         for key, value in self._server_info.items():
             # The server's --chat-template (chat API) is not the client-side one above.
@@ -229,15 +215,8 @@ class SGLangEngine(BaseEngine):
             raise EngineRequestError(f"{self.name}: no chat template (call start() first)")
         return self.template.render(messages, **self.cfg.chat_template_kwargs)
 
-    async def _generate(self, request: GenRequest) -> list[Completion]:
-        send = self._send_native(request) if self.cfg.api == "native" else self._send_chat(request)
-        out, reduced = await with_context_fallback(
-            send, request.sampling.max_tokens, on_overflow=self.cfg.on_context_overflow, name=self.name
-        )
-        if reduced is not None:
-            for c in out:
-                c.meta["max_tokens_reduced_to"] = reduced
-        return out
+    def _sender(self, request: GenRequest) -> _Send:
+        return self._send_native(request) if self.cfg.api == "native" else self._send_chat(request)
 
     def _send_native(self, request: GenRequest) -> _Send:
         http = self._require_http()
@@ -348,7 +327,7 @@ def parse_native_response(
                 completion_tokens=int(meta_info.get("completion_tokens") or 0),
                 cached_tokens=int(meta_info.get("cached_tokens") or 0),
                 reasoning_tokens=int(meta_info.get("reasoning_tokens") or 0),
-                finish_reason=_FINISH_TYPES.get(str(kind), "stop"),
+                finish_reason=finish_reason(kind),
                 latency_s=float(meta_info.get("e2e_latency") or client_latency_s),
                 meta=meta,
             )

@@ -35,6 +35,7 @@ from typing import Any
 
 from pdr.config.engines import SimEngineConfig
 from pdr.engines.base import BaseEngine, Completion, GenRequest, split_thinking
+from pdr.engines.registry import register_engine
 from pdr.evaluation.extract import normalize_answer
 from pdr.seeding import stable_hash
 
@@ -79,11 +80,12 @@ def count_words(text: str) -> int:
     return len(text.split())
 
 
+@register_engine("sim", SimEngineConfig)
 class SimEngine(BaseEngine):
     name = "sim"
     simulated = True
 
-    def __init__(self, cfg: SimEngineConfig, problems: Sequence[Any] = ()):
+    def __init__(self, cfg: SimEngineConfig, problems: Sequence[Any] = (), *, run_dir: Any = None):
         super().__init__(cfg.max_concurrency)
         self.cfg = cfg
         self._problems = {p.id: p for p in problems}

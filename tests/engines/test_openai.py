@@ -11,7 +11,8 @@ import pytest
 
 from pdr.config.engines import OpenAIEngineConfig
 from pdr.engines.base import GenRequest, Message, SamplingParams
-from pdr.engines.openai import OpenAIEngine, chat_body, parse_chat_response
+from pdr.engines.chat_api import chat_body, parse_chat_response
+from pdr.engines.openai import OpenAIEngine
 from pdr.errors import AuthError, ConfigError, ContextLengthError, EngineRequestError, EngineUnavailable
 from tests.fakes import FakeSGLangServer, run_with_engine
 

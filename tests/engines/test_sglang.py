@@ -6,12 +6,13 @@ Async code runs through `asyncio.run` inside plain tests (no pytest-asyncio).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
-import httpx
 import pytest
 
 from pdr.config.engines import SGLangEngineConfig
@@ -96,7 +97,13 @@ def test_fake_default_of_128_tokens_is_the_trap_the_client_avoids(fake: FakeSGLa
     """Sanity of the fake: without max_new_tokens the server stops at 128 tokens."""
     fake.think_words = (300, 300)
     try:
-        raw = httpx.post(f"{fake.url}/generate", json={"text": "trap prompt"}).json()
+        req = urllib.request.Request(
+            f"{fake.url}/generate",
+            data=json.dumps({"text": "trap prompt"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            raw = json.loads(resp.read())
         assert raw["meta_info"]["finish_reason"] == {"type": "length", "length": 128}
         out = with_engine(make_cfg(fake.url), lambda e: e.generate(request("trap prompt", max_tokens=4000)))
         assert out[0].finish_reason == "stop" and out[0].completion_tokens > 300
@@ -595,7 +602,8 @@ def test_context_message_parsing() -> None:
 
 
 def test_error_message_shapes_and_split() -> None:
-    from pdr.engines.http import error_message, largest_remainder_split
+    from pdr.engines.chat_api import largest_remainder_split
+    from pdr.engines.http import error_message
 
     assert error_message({"error": {"message": "a"}}) == "a"
     assert error_message({"error": "b"}) == "b"

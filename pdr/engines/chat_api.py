@@ -1,0 +1,149 @@
+"""The OpenAI chat-completions protocol (POST /v1/chat/completions): the request body and the
+parsing of the answer. Used by `engine=openai` and by `engine=sglang` with `api=chat`.
+
+Usage accounting for a choice (`parse_chat_response`):
+
+* prompt tokens: `usage.prompt_tokens` for every choice — servers count the prompt once per
+  prompt even when `n > 1`, and each choice did see the whole prompt;
+* completion / reasoning / cached tokens: the choice's own `meta_info` when the server sends it
+  (SGLang with `return_meta_info`); otherwise `usage.completion_tokens` (and `reasoning_tokens`)
+  split over the choices in proportion to their text length in characters, summing exactly to the
+  reported total (marked `meta["usage_split"] = "proportional"`). Cached tokens without meta:
+  `prompt_tokens_details.cached_tokens`, taken as per-prompt unless it exceeds the prompt length,
+  in which case it was summed over the choices (older SGLang) and is divided by n.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pdr.engines.base import Completion, GenRequest, finish_reason, split_thinking
+from pdr.errors import EngineRequestError
+
+
+def chat_body(
+    request: GenRequest,
+    *,
+    model: str,
+    max_tokens: int,
+    max_tokens_field: str = "max_completion_tokens",
+    seed: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The /v1/chat/completions body for one prompt sampled `request.n` times.
+
+    The generation cap is always sent (servers' defaults differ: SGLang's chat default is "until
+    the context is full"); temperature and top_p are always sent so server-side generation_config
+    defaults never apply silently.
+    """
+    s = request.sampling
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        max_tokens_field: max_tokens,
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+    }
+    if request.n != 1:
+        body["n"] = request.n
+    if s.top_k is not None:
+        body["top_k"] = s.top_k  # an extension (SGLang, vLLM); hosted OpenAI rejects it
+    if s.stop:
+        body["stop"] = list(s.stop)
+    if seed is not None:
+        body["seed"] = seed
+    if extra:
+        body.update(extra)
+    return body
+
+
+def parse_chat_response(data: Any, n: int, *, client_latency_s: float, name: str) -> list[Completion]:
+    """Completions in choice-index order (exactly `n`), with usage as described in the module
+    docstring. Raises EngineRequestError on a malformed body."""
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+        raise EngineRequestError(f"{name}: malformed chat response (no choices): {str(data)[:200]}")
+    choices = sorted(data["choices"], key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
+    if len(choices) != n:
+        raise EngineRequestError(f"{name}: asked for n={n} choices, the server returned {len(choices)}")
+    usage = data.get("usage") or {}
+    texts: list[tuple[str | None, str]] = []
+    for ch in choices:
+        msg = ch.get("message") if isinstance(ch, dict) else None
+        if not isinstance(msg, dict):
+            raise EngineRequestError(f"{name}: malformed chat choice: {str(ch)[:200]}")
+        content = msg.get("content") or ""
+        reasoning = msg.get("reasoning_content")
+        if reasoning is None:
+            reasoning = msg.get("reasoning")  # vLLM and some gateways
+        if reasoning is None:
+            # No reasoning parser on the server: the think block is still in the content.
+            reasoning, content = split_thinking(content)
+        texts.append((reasoning, content))
+
+    prompt_tokens = int(usage.get("prompt_tokens") or 0)
+    metas = [ch.get("meta_info") if isinstance(ch.get("meta_info"), dict) else None for ch in choices]
+    have_meta = all(m is not None and "completion_tokens" in m for m in metas)
+    if not have_meta:
+        lengths = [len(c) + len(r or "") for r, c in texts]
+        completion = largest_remainder_split(int(usage.get("completion_tokens") or 0), lengths)
+        details = usage.get("completion_tokens_details") or {}
+        r_total = usage.get("reasoning_tokens") or details.get("reasoning_tokens") or 0
+        reasoning_split = largest_remainder_split(int(r_total), [len(r or "") for r, _ in texts])
+        cached_total = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+        cached_each = cached_total // n if n > 1 and cached_total > prompt_tokens else cached_total
+        cached_each = min(cached_each, prompt_tokens) if prompt_tokens else cached_each
+
+    out = []
+    for i, (ch, (reasoning, content)) in enumerate(zip(choices, texts, strict=True)):
+        raw_finish = ch.get("finish_reason")
+        meta: dict[str, Any] = {"id": data.get("id"), "finish_reason_raw": raw_finish}
+        if ch.get("matched_stop") is not None:
+            meta["matched_stop"] = ch["matched_stop"]
+        mi = metas[i]
+        if have_meta and mi is not None:
+            comp = Completion(
+                text=content,
+                reasoning=reasoning,
+                prompt_tokens=int(mi.get("prompt_tokens") or prompt_tokens),
+                completion_tokens=int(mi.get("completion_tokens") or 0),
+                cached_tokens=int(mi.get("cached_tokens") or 0),
+                reasoning_tokens=int(mi.get("reasoning_tokens") or 0),
+                finish_reason=finish_reason(raw_finish),
+                latency_s=float(mi.get("e2e_latency") or client_latency_s),
+                meta=meta,
+            )
+        else:
+            if n > 1:
+                meta["usage_split"] = "proportional"
+            comp = Completion(
+                text=content,
+                reasoning=reasoning,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion[i],
+                cached_tokens=cached_each,
+                reasoning_tokens=reasoning_split[i],
+                finish_reason=finish_reason(raw_finish),
+                latency_s=client_latency_s,
+                meta=meta,
+            )
+        meta["client_latency_s"] = round(client_latency_s, 6)
+        out.append(comp)
+    return out
+
+
+def largest_remainder_split(total: int, weights: list[float]) -> list[int]:
+    """Split the integer `total` into len(weights) integers proportional to `weights`, summing
+    exactly to `total` (largest-remainder rounding; equal split when all weights are 0)."""
+    k = len(weights)
+    if k == 0:
+        return []
+    total = max(0, int(total))
+    wsum = float(sum(max(0.0, w) for w in weights))
+    if wsum <= 0:
+        weights, wsum = [1.0] * k, float(k)
+    raw = [total * max(0.0, w) / wsum for w in weights]
+    out = [int(r) for r in raw]
+    order = sorted(range(k), key=lambda i: (raw[i] - out[i], -i), reverse=True)
+    for i in order[: total - sum(out)]:
+        out[i] += 1
+    return out
