@@ -160,7 +160,9 @@ class Engine(Protocol):
 
     name: str  # the registry key: `engine.name`, the YAML option, the logged value
     simulated: bool  # True only for the embedded simulated model: its numbers are never a model's
-    calls: int  # requests sent to the model so far (a fanned-out fork of n counts n)
+    # Requests sent on so far: to the model (a fanned-out fork of n counts n), or, for a wrapper
+    # such as CachedEngine, to the engine it wraps.
+    calls: int
 
     async def start(self) -> None:
         """Connect (and launch, if configured) and wait until the engine can serve; may raise."""

@@ -56,7 +56,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pdr.engines.base import Completion, GenRequest
+from pdr.engines.base import Completion, Engine, GenRequest
 from pdr.engines.call_store import (
     CacheError,
     CallStore,
@@ -104,8 +104,12 @@ def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) ->
 
 
 class CachedEngine:
-    """Any engine behind the journal and (optionally) the persistent cache. Same protocol as the
-    engine it wraps: start/generate/close/identity/info and every other attribute pass through.
+    """Any engine behind the journal and (optionally) the persistent cache; an `Engine` itself
+    (every protocol member passes through to the wrapped engine, except `calls`: calls it sent on).
+
+    What the runner uses besides the protocol: `journal_mark()` / `wait_journal(mark)`
+    (durability), `in_flight` and `last_activity` (stall detection), `stats()`, `close_stores()`,
+    `persistent_path`.
 
     Lookup order: journal, then persistent cache. A hit is written back to the writable stores that
     missed it (so a run directory's journal alone is enough to resume it). A miss goes to the
@@ -125,7 +129,7 @@ class CachedEngine:
 
     def __init__(
         self,
-        engine: Any,
+        engine: Engine,
         path: str | os.PathLike[str] | None,
         read_only: bool = False,
         *,
@@ -187,7 +191,7 @@ class CachedEngine:
 
     @property
     def simulated(self) -> bool:
-        return bool(getattr(self.engine, "simulated", False))
+        return self.engine.simulated
 
     @property
     def write_failures(self) -> int:
@@ -198,13 +202,10 @@ class CachedEngine:
         return self.engine.identity()
 
     def info(self) -> dict[str, Any]:
-        return self.engine.info() if hasattr(self.engine, "info") else {}
+        return self.engine.info()
 
-    def __getattr__(self, item: str) -> Any:
-        # Only reached for attributes not defined here (count_tokens, limiter, cfg ...).
-        if item == "engine":  # not yet set (during __init__ failure): avoid recursion
-            raise AttributeError(item)
-        return getattr(self.engine, item)
+    def count_tokens(self, text: str) -> int:
+        return self.engine.count_tokens(text)
 
     async def start(self) -> None:
         await self.engine.start()
@@ -380,7 +381,7 @@ class CachedEngine:
 
     async def _generate(self, request: GenRequest) -> list[Completion]:
         key = request.cache_key(self.engine.identity())
-        engine_name = str(getattr(self.engine, "name", "engine"))
+        engine_name = self.engine.name
         if self._closed:
             candidates: tuple[CallStore, ...] = ()
         elif key in self._journal_keys:
@@ -417,11 +418,10 @@ class CachedEngine:
     def stats(self) -> dict[str, Any]:
         """What the cache did in this process: calls sent (and the engine requests they took), hits
         by store, write failures."""
-        inner = getattr(self.engine, "calls", None)
         return {
             "engine_calls_sent": self.calls,
-            # HTTP requests behind them, when the engine counts (a fan-out fork is n requests).
-            "engine_requests": inner if isinstance(inner, int) else self.calls,
+            # The requests behind them (a fanned-out fork is n requests).
+            "engine_requests": self.engine.calls,
             "cache_hits": self.hits,
             "cache_hits_journal": self.hits_by_store.get("journal", 0),
             "cache_hits_persistent": self.hits_by_store.get("cache", 0),
