@@ -19,6 +19,10 @@ Target: <= 0.5 ms of client CPU per call at both levels (the pipeline's marginal
 
 Also (no server): the concurrency limiter alone, 2000 calls queued behind 64 slots, against the
 condition-variable limiter it replaced (kept here as `_ConditionLimiter` for the comparison).
+
+And the request retry loop (`HttpClient.request_json`: a plain loop over `pdr.engines.retry.Backoff`)
+against the same policy written with tenacity (`_request_json_tenacity`): alone (the success path,
+the transport stubbed out) and in the engine workload (2000 calls, 64 slots, A/B alternated).
 """
 
 from __future__ import annotations
@@ -135,6 +139,93 @@ def limiter_comparison(calls: int) -> dict[str, float]:
     }
 
 
+async def _request_json_tenacity(
+    self: Any, method: str, path: str, body: Any = None, *, retry: bool = True, body_factory: Any = None
+) -> Any:
+    """`HttpClient.request_json` with the same policy (attempts, `Backoff`, `RETRYABLE_ERRORS`,
+    retry count, final message) through tenacity: the alternative the plain loop is measured against."""
+    from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+
+    from pdr.engines.retry import RETRYABLE_ERRORS
+    from pdr.errors import EngineUnavailable
+
+    attempts = self.max_retries + 1 if retry else 1
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return self.backoff.delay(state.attempt_number, getattr(exc, "retry_after", None))
+
+    def before_sleep(state: RetryCallState) -> None:
+        self.retries += 1
+
+    def give_up(state: RetryCallState) -> Any:
+        exc = state.outcome.exception() if state.outcome else None
+        if attempts == 1 or exc is None:
+            raise exc or EngineUnavailable(f"{self.name}: {method} {path} failed")
+        raise EngineUnavailable(f"{exc} (gave up after {attempts} attempts)") from exc
+
+    async def attempt() -> Any:
+        return await self._attempt(method, path, body_factory() if body_factory else body)
+
+    return await AsyncRetrying(
+        retry=retry_if_exception_type(RETRYABLE_ERRORS),
+        stop=stop_after_attempt(attempts),
+        wait=wait,
+        before_sleep=before_sleep,
+        retry_error_callback=give_up,
+    )(attempt)
+
+
+async def _retry_loop_alone(calls: int, tenacity: bool) -> float:
+    """Client CPU us per `request_json` on the success path, the transport stubbed out."""
+    from pdr.engines.http import HttpClient
+
+    http = HttpClient("http://127.0.0.1:9", name="bench", timeout_s=5, max_retries=3, max_connections=4)
+
+    async def instant(method: str, path: str, body: Any) -> Any:
+        return {}
+
+    http._attempt = instant  # type: ignore[method-assign]
+    call = (
+        (lambda: _request_json_tenacity(http, "POST", "/generate", {}))
+        if tenacity
+        else (lambda: http.request_json("POST", "/generate", {}))
+    )
+    with Stopwatch() as sw:
+        for _ in range(calls):
+            await call()
+    return sw.cpu / calls * 1e6
+
+
+def retry_loop_comparison(
+    calls: int, server: FakeServer, engine_calls: int, rounds: int = 3
+) -> dict[str, Any]:
+    """The plain request loop against tenacity: alone, and in the engine workload (median of
+    `rounds` alternated A/B runs, `engine_calls` single calls behind 64 slots)."""
+    from pdr.engines.http import HttpClient
+
+    plain = HttpClient.request_json
+    out: dict[str, Any] = {
+        "calls_alone": calls,
+        "plain_us_per_call": asyncio.run(_retry_loop_alone(calls, tenacity=False)),
+        "tenacity_us_per_call": asyncio.run(_retry_loop_alone(calls, tenacity=True)),
+        "engine_calls": engine_calls,
+    }
+    engine: dict[str, list[float]] = {"plain": [], "tenacity": []}
+    try:
+        for _ in range(rounds):
+            for kind in ("plain", "tenacity"):
+                HttpClient.request_json = plain if kind == "plain" else _request_json_tenacity  # type: ignore[method-assign]
+                m = asyncio.run(_engine_workload(server.url, engine_calls, 1, 64, server))
+                engine[kind].append(m["client_cpu_ms_per_call"])
+    finally:
+        HttpClient.request_json = plain  # type: ignore[method-assign]
+    for kind, values in engine.items():
+        out[f"engine_{kind}_ms_per_call"] = sorted(values)[len(values) // 2]
+        out[f"engine_{kind}_runs"] = [round(v, 4) for v in values]
+    return out
+
+
 def _pipeline_once(server: FakeServer, problems: int, samples: int) -> dict[str, Any]:
     server.reset()
     with tempfile.TemporaryDirectory(prefix="pdr-bench-overhead-") as tmp:
@@ -209,6 +300,17 @@ def run(tiny: bool = False) -> list[Result]:
         )
     ]
     with FakeServer(think_words=(20, 60)) as server:
+        rl = retry_loop_comparison(20000 // scale, server, 2000 // scale)
+        results.append(
+            Result(
+                name="2. request retry loop: plain vs tenacity",
+                target="(report; keep the plain loop only if measurably faster)",
+                measured=f"alone {fmt(rl['plain_us_per_call'], 1)} vs {fmt(rl['tenacity_us_per_call'], 1)} us/call; "
+                f"engine {fmt(rl['engine_plain_ms_per_call'], 3)} vs {fmt(rl['engine_tenacity_ms_per_call'], 3)} ms/call",
+                passed=None,
+                details=rl,
+            )
+        )
         for calls, n, conc in workloads:
             m = asyncio.run(_engine_workload(server.url, calls, n, conc, server))
             results.append(

@@ -78,7 +78,7 @@ def _with_lock_retry(fn: Callable[[], T], what: str, deadline_s: float = LOCK_WA
     busy_timeout already waits inside SQLite; this covers the cases where SQLite returns BUSY at
     once (e.g. a WAL-mode switch or a read-to-write upgrade that would deadlock). The first
     attempt runs outside tenacity: nearly every statement succeeds at once, and a retrier's set-up
-    (~15 us) would cost as much as the cached read itself.
+    (tens of microseconds) would cost about as much as the cached read itself.
     """
     try:
         return fn()
