@@ -230,11 +230,6 @@ class CallStore:
                 return None
         return None if row is None else row[0]
 
-    def get(self, key: str) -> list[Completion] | None:
-        """The completions stored under `key`, or None. An unreadable entry is a miss (logged)."""
-        blob = self.get_raw(key)
-        return None if blob is None else self.decode(key, blob)
-
     def decode(self, key: str, blob: bytes) -> list[Completion] | None:
         """`decode_completions(blob)`, or None (logged) if the entry under `key` is unreadable."""
         try:

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pdr.config.engines import SimEngineConfig
-from pdr.engines.base import BaseEngine, Completion, GenRequest, split_thinking
+from pdr.engines.base import BaseEngine, Completion, GenRequest
 from pdr.engines.registry import register_engine
 from pdr.evaluation.extract import normalize_answer
 from pdr.seeding import stable_hash
@@ -86,6 +86,7 @@ class SimEngine(BaseEngine):
     simulated = True
 
     def __init__(self, cfg: SimEngineConfig, problems: Sequence[Any] = (), *, run_dir: Any = None):
+        # `problems` is the answer key; `run_dir` is unused (the registry's constructor signature).
         super().__init__(cfg.max_concurrency)
         self.cfg = cfg
         self._problems = {p.id: p for p in problems}
@@ -278,11 +279,4 @@ class SimEngine(BaseEngine):
         )
 
 
-def render_raw(c: Completion) -> str:
-    """The completion as a raw thinking-model output (`<think>…</think>text`), as servers return it."""
-    if c.reasoning is None:
-        return c.text
-    return f"<think>\n{c.reasoning}\n</think>\n{c.text}" if c.finish_reason != "length" or c.text else f"<think>\n{c.reasoning}"
-
-
-__all__ = ["SimEngine", "count_words", "render_raw", "split_thinking"]
+__all__ = ["SimEngine", "count_words"]
