@@ -580,7 +580,7 @@ def test_template_resolution_rules() -> None:
 
 
 def test_context_message_parsing() -> None:
-    from pdr.engines.http import is_context_error, parse_context_overflow
+    from pdr.engines.context import is_context_error, parse_context_overflow
 
     m1 = "The input (40000 tokens) is longer than the model's context length (32768 tokens)."
     m2 = (
