@@ -269,3 +269,30 @@ def test_prompt_templates_keep_latex_braces():
     run(["strategy=long_cot"], eng)
     assert "\\boxed{}" in eng.requests[0].messages[-1].content
     assert re.search(r"\{problem\}", eng.requests[0].messages[-1].content) is None
+
+
+# ---- graphs written as steps -------------------------------------------------------------------
+
+def run_steps(steps, engine, seed=0, **knobs):
+    """Run a strategy given as a raw list of steps (the generic graph schema)."""
+    from pdr.config.strategy import StrategyConfig
+
+    cfg = compose_object([])
+    graph = compile_graph(StrategyConfig(steps=steps, **knobs))
+    ex = Executor(engine, graph, cfg.prompts, cfg.sampling, seed, extract=extract_answer)
+    return asyncio.run(ex.run_one(PROBLEM, 0)), graph
+
+
+def test_generate_after_critique_sends_each_branch_its_own_critique():
+    # Regression: with no workspace, a generate after a critique of 4 drafts sent ONE request
+    # carrying only the first critique (an operator-precedence slip); the others were paid for
+    # and dropped.
+    eng = ScriptedEngine(answer_for=lambda kind, branch, prompt: f"C{branch}" if kind == "critique" else str(branch))
+    run_steps([{"op": "generate", "n": 4}, {"op": "critique"}, {"op": "generate", "n": 4}, {"op": "vote"}], eng)
+    refines = [r for r in eng.requests if r.tag.step == 2]
+    assert len(refines) == 4 and all(r.n == 1 for r in refines)
+    for r in refines:
+        text = r.messages[-1].content
+        assert f"\\boxed{{C{r.tag.branch}}}" in text  # its own branch's critique ...
+        others = [b for b in range(4) if b != r.tag.branch]
+        assert not any(f"\\boxed{{C{b}}}" in text for b in others)  # ... and no other
