@@ -20,8 +20,10 @@ ENGINES = sorted(p.stem for p in (CONF / "engine").glob("*.yaml"))
 
 
 def _error(overrides: list[str]) -> str:
+    """The ConfigError a user sees for `overrides`: from composing, or from compiling the strategy
+    graph, which the runner does first thing (k, widths and workspace_tokens are checked there)."""
     with pytest.raises(Exception) as info:
-        compose_object(overrides)
+        compile_graph(compose_object(overrides).strategy)
     exc: BaseException | None = info.value
     while exc is not None and not isinstance(exc, ConfigError):
         exc = exc.__cause__ or exc.__context__
@@ -62,7 +64,7 @@ def test_every_distill_type_compiles(distill):
     cfg = compose_object(["strategy=pdr", f"strategy.distill={distill}", "strategy.widths=[8,4]", "strategy.k=2"])
     graph = compile_graph(cfg.strategy)
     assert graph.describe().startswith("generate(8) -> distill(" + distill)
-    assert [op.n for op in graph.rounds] == [8, 4, 1]
+    assert [op.n for op in graph.generate_steps] == [8, 4, 1]
 
 
 def test_quickstart_is_pdr_4_2_global_summary():
@@ -81,7 +83,9 @@ def test_experiment_is_not_in_primary_defaults():
 def test_sr_with_error_analysis_adds_critique_steps():
     plain = compile_graph(compose_object(["strategy=sr", "strategy.rounds=2"]).strategy)
     ea = compile_graph(compose_object(["strategy=sr", "strategy.rounds=2", "strategy.error_analysis=true"]).strategy)
-    assert plain.describe() == "generate(1) -> distill(all) -> generate(1) -> distill(all) -> generate(1)"
+    assert plain.describe() == (
+        "generate(1) -> distill(previous_solution) -> generate(1) -> distill(previous_solution) -> generate(1)"
+    )
     assert ea.describe().count("critique") == 2
 
 
@@ -137,12 +141,12 @@ def _steps(steps):
         ([{"op": "generat", "n": 2}], "unknown op (did you mean 'generate'?)"),
         ([{"op": "generate", "n": 0}], "strategy.steps[0].n=0: must be >= 1"),
         ([{"op": "generate", "n": 4}], "the last step generates 4 drafts"),
-        ([{"op": "distill", "type": "all"}, {"op": "generate", "n": 1}], "distill before any generate"),
+        ([{"op": "distill", "type": "previous_solution"}, {"op": "generate", "n": 1}], "distill before any generate"),
         ([{"op": "generate", "n": 4}, {"op": "distill", "type": "top_k_shared", "k": 5}, {"op": "generate", "n": 1}],
          "k=5 is larger than the 4 drafts"),
         ([{"op": "generate", "n": 4}, {"op": "distill", "type": "global_summry"}, {"op": "generate", "n": 1}],
          "did you mean 'global_summary'"),
-        ([{"op": "generate", "n": 1}, {"op": "distill", "type": "all"}], "ends with a distill step"),
+        ([{"op": "generate", "n": 1}, {"op": "distill", "type": "previous_solution"}], "ends with a distill step"),
         ([{"op": "generate", "n": 1, "temprature": 0.5}], "unknown key 'temprature'"),
         ([{"op": "repeat", "steps": [{"op": "generate", "n": 1}]}], "exactly one of 'times' or 'over'"),
         ([{"op": "generate", "n": "$item"}], "$item used outside a repeat step"),

@@ -16,7 +16,7 @@ from pdr.evaluation import extract_answer
 from pdr.evaluation.extract import normalize_answer
 from pdr.executor import Executor, budgets
 from pdr.strategies.graph import compile_graph
-from pdr.strategies.ops import trim_tokens
+from pdr.strategies.state import trim_tokens
 from tests.conftest import compose_object
 
 
@@ -71,7 +71,7 @@ def test_pdr_global_summary_request_order_and_fork():
     eng = ScriptedEngine()
     out, graph, _ = run(["strategy=pdr", "strategy.widths=[4,2]", "strategy.distill=global_summary"], eng)
     kinds = [(r.tag.kind, r.n) for r in eng.requests]
-    assert kinds == [("draft", 4), ("summary", 1), ("draft", 2), ("summary", 1), ("draft", 1)]
+    assert kinds == [("draft", 4), ("summary", 1), ("refine", 2), ("summary", 1), ("refine", 1)]
     first, refine = eng.requests[0].messages[-1].content, eng.requests[2].messages[-1].content
     assert "Workspace:" not in first and PROBLEM.problem in first
     assert "Workspace:" in refine
@@ -124,7 +124,7 @@ def test_sr_error_analysis_critique_reaches_the_revision():
     eng = ScriptedEngine(answer_for=lambda kind, branch, prompt: "CRIT" if kind == "critique" else "7")
     out, _, _ = run(["strategy=sr", "strategy.rounds=2", "strategy.error_analysis=true"], eng)
     kinds = [r.tag.kind for r in eng.requests]
-    assert kinds == ["draft", "critique", "draft", "critique", "draft"]
+    assert kinds == ["draft", "critique", "refine", "critique", "refine"]
     assert "Error analysis of the previous solution" in eng.requests[2].messages[-1].content
     assert "\\boxed{CRIT}" in eng.requests[2].messages[-1].content
 
@@ -166,7 +166,7 @@ def test_judge_selection_uses_the_models_choice():
     run(["strategy=pdr", "strategy.widths=[4]", "strategy.distill=top_k_shared", "strategy.k=2",
          "strategy.selection=judge"], eng)
     kinds = [r.tag.kind for r in eng.requests]
-    assert kinds == ["draft", "select", "draft"]
+    assert kinds == ["draft", "select", "refine"]
     final_prompt = eng.requests[-1].messages[-1].content
     # Candidates 3 and 1 (1-based) are drafts of branches 2 and 0.
     assert "\\boxed{2}" in final_prompt and "\\boxed{0}" in final_prompt and "\\boxed{1}" not in final_prompt
