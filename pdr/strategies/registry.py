@@ -65,7 +65,8 @@ class CompileContext:
         ("strategy.k", "strategy.params.pairs") when there is one, else "strategy.steps[i].key".
 
         A knob is recognised by its value (the YAML's `${strategy.k}` is resolved before the graph
-        is compiled): a knob of the same name, or for text values any knob, holding the same value.
+        is compiled): a knob of the same name holding the same value, else the only param holding
+        it, else (for text values) any knob holding it.
         """
         if key in self.sources:
             return self.sources[key]
@@ -73,10 +74,11 @@ class CompileContext:
         for name in (key, f"params.{key}"):
             if name in knobs and _same(knobs[name], value):
                 return f"strategy.{name}"
-        if isinstance(value, str):
-            for name, knob_value in knobs.items():
-                if _same(knob_value, value):
-                    return f"strategy.{name}"
+        # A composite's own knobs (params) rarely share the step key's name: take the one param
+        # holding this value, if only one does; text values are distinctive enough to match any knob.
+        same = [name for name, v in knobs.items() if _same(v, value) and (name.startswith("params.") or isinstance(value, str))]
+        if len(same) == 1 or (same and isinstance(value, str)):
+            return f"strategy.{same[0]}"
         return f"{self.where}.{key}"
 
     def int(self, step: Mapping[str, Any], key: str, minimum: int) -> int:

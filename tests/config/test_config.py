@@ -199,3 +199,43 @@ def test_mlflow_params_keep_token_budgets_but_not_secrets():
     params = loggable_params({"sampling": {"max_tokens": 5}, "strategy": {"workspace_tokens": 3},
                               "engine": {"api_key_env": "X", "api_key": "s", "hf_token": "t"}})
     assert params == {"sampling.max_tokens": "5", "strategy.workspace_tokens": "3", "engine.api_key_env": "X"}
+
+
+def test_composite_with_its_own_params_composes_and_runs_on_sim():
+    import asyncio
+
+    from pdr.engines.sim import SimEngine
+    from pdr.evaluation import extract_answer
+    from pdr.executor import Executor
+    from tests.strategies.scripted import PROBLEM
+
+    cfg = compose_object(["strategy=critique_vote", "strategy.params.drafts=3", "strategy.params.rounds=2"])
+    assert cfg.strategy.params == {"drafts": 3, "rounds": 2}
+    graph = compile_graph(cfg.strategy)
+    assert graph.describe() == "generate(3) -> critique -> generate(3) -> critique -> generate(3) -> vote"
+    engine = SimEngine(cfg.engine, [PROBLEM])
+    out = asyncio.run(Executor(engine, graph, cfg.prompts, cfg.sampling, 0, extract=extract_answer).run_one(PROBLEM, 0))
+    assert out.error is None and out.state.final is not None
+    assert [c.kind for c in out.calls].count("critique") == 6
+    assert [rd.width for rd in out.state.rounds] == [3, 3, 3]
+    assert "strategy.params.drafts=0: must be >= 1" in _error(["strategy=critique_vote", "strategy.params.drafts=0"])
+
+
+def test_distill_type_all_was_renamed_previous_solution():
+    steps = [{"op": "generate", "n": 1}, {"op": "distill", "type": "all"}, {"op": "generate", "n": 1}]
+    with pytest.raises(ConfigError, match="renamed to 'previous_solution'"):
+        compile_graph(_steps(steps))
+
+
+def test_a_distill_whose_workspace_no_generate_reads_is_an_error():
+    steps = [{"op": "generate", "n": 4}, {"op": "distill", "type": "global_summary"}, {"op": "vote"}]
+    with pytest.raises(ConfigError, match="no generate step follows this distill"):
+        compile_graph(_steps(steps))
+
+
+def test_config_does_not_import_the_strategies():
+    # Data flows config -> strategy graph: the schemas must not reach up into pdr.strategies.
+    code = ("import sys; import pdr.config.schema; "
+            "sys.exit(sorted(m for m in sys.modules if m.startswith('pdr.strategies')) or 0)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
