@@ -69,8 +69,13 @@ class Distill(Op):
 
     @classmethod
     def parse(cls, step: Mapping[str, Any], cc: CompileContext) -> Distill:
-        spec: DistillType = lookup(DISTILL_TYPES, step.get("type"), cc.key("type", step.get("type")),
-                                   "distill type", renamed=RENAMED_DISTILL_TYPES)
+        spec: DistillType = lookup(
+            DISTILL_TYPES,
+            step.get("type"),
+            cc.key("type", step.get("type")),
+            "distill type",
+            renamed=RENAMED_DISTILL_TYPES,
+        )
         k = None
         if spec.needs_k:  # other types keep no k drafts: a `k:` given to them is ignored
             if step.get("k") is None:
@@ -78,16 +83,26 @@ class Distill(Op):
             k = cc.int(step, "k", minimum=1)
         selection = step.get("selection", cc.default("selection", "agreement"))
         cc.choice("selection", selection, SELECTION_RULES, "selection rule")
-        ws = cc.int({"workspace_tokens": step.get("workspace_tokens", cc.default("workspace_tokens", 4096))},
-                    "workspace_tokens", minimum=1)
-        return cls(type=spec.name, k=k, selection=selection, workspace_tokens=ws,
-                   include_thinking=bool(step.get("include_thinking", cc.default("include_thinking", False))))
+        ws = cc.int(
+            {"workspace_tokens": step.get("workspace_tokens", cc.default("workspace_tokens", 4096))},
+            "workspace_tokens",
+            minimum=1,
+        )
+        return cls(
+            type=spec.name,
+            k=k,
+            selection=selection,
+            workspace_tokens=ws,
+            include_thinking=bool(step.get("include_thinking", cc.default("include_thinking", False))),
+        )
 
     def check(self, cc: CompileContext) -> Distill:
         assert cc.width is not None  # the compiler puts a generate first (needs_drafts)
         if cc.next_width is None:
-            raise ConfigError(f"{cc.where}: no generate step follows this distill, so its workspace is never read "
-                              "(add a generate after it, or remove it)")
+            raise ConfigError(
+                f"{cc.where}: no generate step follows this distill, so its workspace is never read "
+                "(add a generate after it, or remove it)"
+            )
         k_key = cc.key("k", self.k)
         ws_key = cc.key("workspace_tokens", self.workspace_tokens)
         if self.k is not None and self.k > cc.width:
@@ -106,13 +121,19 @@ class Distill(Op):
         if ws // shown < MIN_TOKENS_PER_CANDIDATE:
             per = f"({ws // shown} tokens per candidate, need >= {MIN_TOKENS_PER_CANDIDATE})"
             if shown == 1:
-                raise ConfigError(f"{ws_key}={ws}: must be >= {MIN_TOKENS_PER_CANDIDATE} "
-                                  "(the workspace must hold at least one worked solution)")
+                raise ConfigError(
+                    f"{ws_key}={ws}: must be >= {MIN_TOKENS_PER_CANDIDATE} "
+                    "(the workspace must hold at least one worked solution)"
+                )
             if self.k is not None:
-                raise ConfigError(f"{ws_key}={ws}: too small for {k_key}={self.k} {per}: raise {ws_key} to >= "
-                                  f"{self.k * MIN_TOKENS_PER_CANDIDATE} or lower {k_key}")
-            raise ConfigError(f"{ws_key}={ws}: too small for the {cc.width} drafts before {cc.where} {per}: raise "
-                              f"{ws_key} to >= {cc.width * MIN_TOKENS_PER_CANDIDATE} or keep fewer drafts")
+                raise ConfigError(
+                    f"{ws_key}={ws}: too small for {k_key}={self.k} {per}: raise {ws_key} to >= "
+                    f"{self.k * MIN_TOKENS_PER_CANDIDATE} or lower {k_key}"
+                )
+            raise ConfigError(
+                f"{ws_key}={ws}: too small for the {cc.width} drafts before {cc.where} {per}: raise "
+                f"{ws_key} to >= {cc.width * MIN_TOKENS_PER_CANDIDATE} or keep fewer drafts"
+            )
         return replace(self, branches=cc.next_width if self.spec.per_branch else 1)
 
     def describe(self) -> str:
@@ -122,7 +143,9 @@ class Distill(Op):
         workspaces = await self.spec.build(self, list(state.candidates), ctx, step)
         want = self.branches if self.spec.per_branch else 1
         if len(workspaces) != want:
-            raise RuntimeError(f"distill type {self.type} built {len(workspaces)} workspaces, expected {want}")
+            raise RuntimeError(
+                f"distill type {self.type} built {len(workspaces)} workspaces, expected {want}"
+            )
         state.workspaces = workspaces
         if self.spec.per_branch:
             state.workspaces_log.append({"step": step, "type": self.type, "workspaces": workspaces})
@@ -131,6 +154,7 @@ class Distill(Op):
 
 
 # ---- the distill types ---------------------------------------------------------------------------
+
 
 @register_distill("global_summary", needs_k=False, per_branch=False, extractive=False)
 async def global_summary(op: Distill, drafts: list[Candidate], ctx: OpContext, step: int) -> list[str]:
@@ -181,11 +205,14 @@ async def previous_solution(op: Distill, drafts: list[Candidate], ctx: OpContext
 
 # ---- helpers -------------------------------------------------------------------------------------
 
+
 def _k(op: Distill, drafts: Sequence[Candidate]) -> int:
     return min(op.k or len(drafts), len(drafts))
 
 
-async def judge(step: int, op: Distill, drafts: list[Candidate], ctx: OpContext, n_branches: int) -> list[list[Candidate]]:
+async def judge(
+    step: int, op: Distill, drafts: list[Candidate], ctx: OpContext, n_branches: int
+) -> list[list[Candidate]]:
     """k drafts for each of `n_branches` branches (in branch order), ranked by the model: one
     fork of n_branches judge calls (prompt `select`), filled up from the agreement ranking."""
     k = _k(op, drafts)
@@ -226,7 +253,9 @@ def _parse_indices(boxed: str | None, n: int) -> list[int]:
     return seen
 
 
-def render_candidates(drafts: Sequence[Candidate], include_thinking: bool, ctx: OpContext, per_candidate: int | None) -> str:
+def render_candidates(
+    drafts: Sequence[Candidate], include_thinking: bool, ctx: OpContext, per_candidate: int | None
+) -> str:
     """The drafts as numbered candidates (prompt `candidate`), each cut to `per_candidate` tokens
     if given; a single draft cut that way is shown unnumbered (SR's previous solution)."""
     parts = []

@@ -54,7 +54,11 @@ class Generate(Op):
     async def run(self, step: int, state: State, ctx: OpContext) -> None:
         workspaces, critiques = state.workspaces, state.critiques
         # Per-branch workspaces come n of them (fixed at compile time); a shared one serves all.
-        per_branch = [None] * self.n if workspaces is None else [workspaces[j % len(workspaces)] for j in range(self.n)]
+        per_branch = (
+            [None] * self.n
+            if workspaces is None
+            else [workspaces[j % len(workspaces)] for j in range(self.n)]
+        )
         template = getattr(ctx.prompts, self.prompt or ("draft" if workspaces is None else "refine"))
         users = []
         for j, ws in enumerate(per_branch):
@@ -67,13 +71,23 @@ class Generate(Op):
         completions: list[Completion]
         if len(set(users)) == 1:  # one prompt: one fork of n
             completions = await ctx.call(
-                step, kind, ctx.messages(users[0]), self.n, max_tokens=self.max_tokens, temperature=self.temperature
+                step,
+                kind,
+                ctx.messages(users[0]),
+                self.n,
+                max_tokens=self.max_tokens,
+                temperature=self.temperature,
             )
         else:
 
             async def one(j: int) -> Completion:
                 (c,) = await ctx.call(
-                    step, kind, ctx.messages(users[j]), 1, branch=j, max_tokens=self.max_tokens,
+                    step,
+                    kind,
+                    ctx.messages(users[j]),
+                    1,
+                    branch=j,
+                    max_tokens=self.max_tokens,
                     temperature=self.temperature,
                 )
                 return c

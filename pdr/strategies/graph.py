@@ -68,7 +68,9 @@ def compile_graph(strategy: Any) -> Graph:
     for where, step, sources in flat:
         cls = OPS[step["op"]]
         if cls.needs_drafts and width is None:
-            raise ConfigError(f"{where}: {cls.name} before any generate has no drafts to work on (add a generate step first)")
+            raise ConfigError(
+                f"{where}: {cls.name} before any generate has no drafts to work on (add a generate step first)"
+            )
         cc = CompileContext(strategy, where, width, width_key, sources=sources)
         op = cls.parse({k: v for k, v in step.items() if k != "op"}, cc)
         if isinstance(op, Generate):
@@ -159,9 +161,18 @@ def _unroll(
                 raise ConfigError(f"{where}.over={over!r}: must be a non-empty list")
             # `over: ${strategy.widths}` arrives resolved: find the knob again to name it in errors.
             source = sources.get("over") or next(
-                (f"strategy.{name}" for name, v in strategy_knobs(strategy).items() if isinstance(v, list) and v == items),
+                (
+                    f"strategy.{name}"
+                    for name, v in strategy_knobs(strategy).items()
+                    if isinstance(v, list) and v == items
+                ),
                 None,
             )
         for index, item in enumerate(items):
-            _unroll(body, f"{where}.steps", {**bindings, "$item": (item, source), "$index": (index, None)}, out, strategy)
-
+            _unroll(
+                body,
+                f"{where}.steps",
+                {**bindings, "$item": (item, source), "$index": (index, None)},
+                out,
+                strategy,
+            )

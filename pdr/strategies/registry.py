@@ -29,6 +29,7 @@ T = TypeVar("T")
 
 # ---- compile-time view ---------------------------------------------------------------------------
 
+
 @dataclass
 class CompileContext:
     """What an op sees while its step is compiled: where it is, the drafts before it, the next
@@ -76,7 +77,11 @@ class CompileContext:
                 return f"strategy.{name}"
         # A composite's own knobs (params) rarely share the step key's name: take the one param
         # holding this value, if only one does; text values are distinctive enough to match any knob.
-        same = [name for name, v in knobs.items() if _same(v, value) and (name.startswith("params.") or isinstance(value, str))]
+        same = [
+            name
+            for name, v in knobs.items()
+            if _same(v, value) and (name.startswith("params.") or isinstance(value, str))
+        ]
         if len(same) == 1 or (same and isinstance(value, str)):
             return f"strategy.{same[0]}"
         return f"{self.where}.{key}"
@@ -114,21 +119,31 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b  # True is not the knob 1
 
 
-def lookup(table: Mapping[str, T] | tuple[str, ...], name: Any, key: str, what: str,
-           renamed: Mapping[str, str] | None = None) -> Any:
+def lookup(
+    table: Mapping[str, T] | tuple[str, ...],
+    name: Any,
+    key: str,
+    what: str,
+    renamed: Mapping[str, str] | None = None,
+) -> Any:
     """`table[name]` (or `name` itself for a tuple of names); else a ConfigError naming `key`,
     with a did-you-mean and the choices. `renamed` maps old names to the current ones."""
     if isinstance(name, str) and name in table:
         return table[name] if isinstance(table, Mapping) else name
     if renamed and name in renamed:
-        raise ConfigError(f"{key}={name!r}: the {what} {name!r} was renamed to {renamed[name]!r} "
-                          f"(did you mean {renamed[name]!r}?)")
+        raise ConfigError(
+            f"{key}={name!r}: the {what} {name!r} was renamed to {renamed[name]!r} "
+            f"(did you mean {renamed[name]!r}?)"
+        )
     choices = list(table)
-    raise ConfigError(f"{key}={name!r}: unknown {what}{did_you_mean(str(name), choices)} "
-                      f"(choose one of {', '.join(choices)})")
+    raise ConfigError(
+        f"{key}={name!r}: unknown {what}{did_you_mean(str(name), choices)} "
+        f"(choose one of {', '.join(choices)})"
+    )
 
 
 # ---- ops -----------------------------------------------------------------------------------------
+
 
 class Op:
     """Base of graph ops. A subclass is a frozen dataclass whose fields are its compiled settings."""
@@ -207,7 +222,9 @@ def register_distill(
     def add(fn: DistillFn) -> DistillFn:
         if name in DISTILL_TYPES:
             raise ValueError(f"distill type {name!r} is already registered")
-        DISTILL_TYPES[name] = DistillType(name, fn, needs_k=needs_k, per_branch=per_branch, extractive=extractive)
+        DISTILL_TYPES[name] = DistillType(
+            name, fn, needs_k=needs_k, per_branch=per_branch, extractive=extractive
+        )
         return fn
 
     return add

@@ -48,8 +48,15 @@ class ScriptedEngine(BaseEngine):
             branch = request.tag.branch + i
             ans = self.answer_for(request.tag.kind, branch, prompt)
             text = " ".join(["w"] * self.words) + f" at step {request.tag.step} so \\boxed{{{ans}}}"
-            out.append(Completion(text=text, reasoning="r " * self.think, prompt_tokens=count_words(prompt),
-                                  completion_tokens=self.think + self.words + 5 + branch, cached_tokens=0))
+            out.append(
+                Completion(
+                    text=text,
+                    reasoning="r " * self.think,
+                    prompt_tokens=count_words(prompt),
+                    completion_tokens=self.think + self.words + 5 + branch,
+                    cached_tokens=0,
+                )
+            )
         return out
 
 

@@ -79,8 +79,12 @@ def test_registered_distill_type_and_op_compile_and_run(example_plugins):
 
 def test_registered_plugins_get_the_same_compile_checks(example_plugins):
     def steps(k, take):
-        return [{"op": "generate", "n": 2}, {"op": "distill", "type": "answered_k", "k": k},
-                {"op": "generate", "n": 2}, {"op": "take_first", "n": take}]
+        return [
+            {"op": "generate", "n": 2},
+            {"op": "distill", "type": "answered_k", "k": k},
+            {"op": "generate", "n": 2},
+            {"op": "take_first", "n": take},
+        ]
 
     from pdr.config.strategy import StrategyConfig
 
@@ -91,7 +95,14 @@ def test_registered_plugins_get_the_same_compile_checks(example_plugins):
     with pytest.raises(ConfigError, match="the last step generates 2 drafts"):
         compile_graph(StrategyConfig(steps=steps(2, 2)))
     with pytest.raises(ConfigError, match="did you mean 'answered_k'"):
-        compile_graph(StrategyConfig(steps=[{"op": "generate", "n": 2}, {"op": "distill", "type": "answerd_k", "k": 1},
-                                            {"op": "generate", "n": 1}]))
+        compile_graph(
+            StrategyConfig(
+                steps=[
+                    {"op": "generate", "n": 2},
+                    {"op": "distill", "type": "answerd_k", "k": 1},
+                    {"op": "generate", "n": 1},
+                ]
+            )
+        )
     with pytest.raises(ConfigError, match="unknown key 'm' for op take_first"):
         compile_graph(StrategyConfig(steps=[{"op": "generate", "n": 2}, {"op": "take_first", "m": 1}]))
