@@ -3,7 +3,8 @@
 Without a workspace the drafts see only the problem (prompt `draft`); with one, the problem plus the
 workspace (prompt `refine`), and after a critique step each branch also sees its draft's critique.
 Branches whose prompts are identical are one engine request with n (one prefill, n branches);
-otherwise each branch is its own single-sample request, all sent concurrently.
+otherwise each branch is its own single-sample request, all sent concurrently. Requests are tagged
+kind="draft" for first drafts and kind="refine" once they build on a workspace or critiques.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ class Generate(Op):
 
     async def run(self, step: int, state: State, ctx: OpContext) -> None:
         workspaces, critiques = state.workspaces, state.critiques
-        # Per-branch workspaces come n of them (fixed at compile time); a shared one serves all.
+        # Per-branch workspaces come n of them (the distill learnt this generate's width at compile
+        # time); a shared one serves all. A workspace stays until the next distill, so a later
+        # generate of another width reuses per-branch workspaces round-robin.
         per_branch = (
             [None] * self.n
             if workspaces is None
