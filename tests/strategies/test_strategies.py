@@ -284,3 +284,12 @@ def test_refine_seeds_match_the_draft_seeds_of_before():
     refine = eng.requests[-1]
     assert refine.tag.kind == "refine"
     assert refine.seed == derive_seed(0, PROBLEM.id, 0, refine.tag.step, "draft", 0)
+
+
+def test_per_sample_judge_is_one_fork_as_wide_as_the_next_generate():
+    eng = ScriptedEngine(answer_for=lambda kind, branch, prompt: "2, 1" if kind == "select" else str(branch))
+    run(["strategy=pdr", "strategy.widths=[4,3]", "strategy.distill=top_k_per_sample", "strategy.k=2",
+         "strategy.selection=judge"], eng)
+    assert [(r.tag.kind, r.tag.step, r.n) for r in eng.requests if r.tag.kind == "select"] == [("select", 1, 3),
+                                                                                                ("select", 3, 1)]
+    assert [(r.tag.kind, r.n) for r in eng.requests if r.tag.step == 4] == [("refine", 1)]
