@@ -20,7 +20,7 @@ from pdr.engines.base import Completion, GenRequest, Message, RequestTag, Sampli
 from pdr.errors import EngineError
 from pdr.seeding import derive_seed
 from pdr.strategies.graph import Graph
-from pdr.strategies.ops import OpContext, State, run_graph
+from pdr.strategies.state import OpContext, State, run_graph
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class Executor:
                 messages=tuple(messages),
                 sampling=sampling,
                 n=n,
-                seed=derive_seed(self.seed, problem.id, sample, step, kind, branch),
+                seed=derive_seed(self.seed, problem.id, sample, step, "draft" if kind == "refine" else kind, branch),  # refine calls keep the seeds (and cache keys) they had as "draft"
                 tag=RequestTag(problem.id, sample, step, kind, branch),
             )
             out = await self.engine.generate(request)

@@ -8,7 +8,6 @@ bad value fails before any engine call, with a message naming the override key, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from omegaconf import MISSING
 
@@ -129,15 +128,10 @@ class Config:
     progress: bool = True  # progress bar on stderr
     # Free-form notes logged as an MLflow tag (what this run is for).
     notes: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.samples < 1:
             raise ConfigError(f"samples={self.samples}: must be >= 1 (mean@samples accuracy)")
-        # Imported here: the graph compiler imports nothing heavy, but keep schema import light.
-        from pdr.strategies.graph import compile_graph
-
-        compile_graph(self.strategy)
 
 
 def register_configs() -> None:

@@ -20,8 +20,10 @@ ENGINES = sorted(p.stem for p in (CONF / "engine").glob("*.yaml"))
 
 
 def _error(overrides: list[str]) -> str:
+    """The ConfigError a user sees for `overrides`: from composing, or from compiling the strategy
+    graph, which the runner does first thing (k, widths and workspace_tokens are checked there)."""
     with pytest.raises(Exception) as info:
-        compose_object(overrides)
+        compile_graph(compose_object(overrides).strategy)
     exc: BaseException | None = info.value
     while exc is not None and not isinstance(exc, ConfigError):
         exc = exc.__cause__ or exc.__context__
@@ -62,7 +64,7 @@ def test_every_distill_type_compiles(distill):
     cfg = compose_object(["strategy=pdr", f"strategy.distill={distill}", "strategy.widths=[8,4]", "strategy.k=2"])
     graph = compile_graph(cfg.strategy)
     assert graph.describe().startswith("generate(8) -> distill(" + distill)
-    assert [op.n for op in graph.rounds] == [8, 4, 1]
+    assert [op.n for op in graph.generate_steps] == [8, 4, 1]
 
 
 def test_quickstart_is_pdr_4_2_global_summary():
@@ -81,7 +83,9 @@ def test_experiment_is_not_in_primary_defaults():
 def test_sr_with_error_analysis_adds_critique_steps():
     plain = compile_graph(compose_object(["strategy=sr", "strategy.rounds=2"]).strategy)
     ea = compile_graph(compose_object(["strategy=sr", "strategy.rounds=2", "strategy.error_analysis=true"]).strategy)
-    assert plain.describe() == "generate(1) -> distill(all) -> generate(1) -> distill(all) -> generate(1)"
+    assert plain.describe() == (
+        "generate(1) -> distill(previous_solution) -> generate(1) -> distill(previous_solution) -> generate(1)"
+    )
     assert ea.describe().count("critique") == 2
 
 
@@ -137,12 +141,12 @@ def _steps(steps):
         ([{"op": "generat", "n": 2}], "unknown op (did you mean 'generate'?)"),
         ([{"op": "generate", "n": 0}], "strategy.steps[0].n=0: must be >= 1"),
         ([{"op": "generate", "n": 4}], "the last step generates 4 drafts"),
-        ([{"op": "distill", "type": "all"}, {"op": "generate", "n": 1}], "distill before any generate"),
+        ([{"op": "distill", "type": "previous_solution"}, {"op": "generate", "n": 1}], "distill before any generate"),
         ([{"op": "generate", "n": 4}, {"op": "distill", "type": "top_k_shared", "k": 5}, {"op": "generate", "n": 1}],
          "k=5 is larger than the 4 drafts"),
         ([{"op": "generate", "n": 4}, {"op": "distill", "type": "global_summry"}, {"op": "generate", "n": 1}],
          "did you mean 'global_summary'"),
-        ([{"op": "generate", "n": 1}, {"op": "distill", "type": "all"}], "ends with a distill step"),
+        ([{"op": "generate", "n": 1}, {"op": "distill", "type": "previous_solution"}], "ends with a distill step"),
         ([{"op": "generate", "n": 1, "temprature": 0.5}], "unknown key 'temprature'"),
         ([{"op": "repeat", "steps": [{"op": "generate", "n": 1}]}], "exactly one of 'times' or 'over'"),
         ([{"op": "generate", "n": "$item"}], "$item used outside a repeat step"),
@@ -195,3 +199,43 @@ def test_mlflow_params_keep_token_budgets_but_not_secrets():
     params = loggable_params({"sampling": {"max_tokens": 5}, "strategy": {"workspace_tokens": 3},
                               "engine": {"api_key_env": "X", "api_key": "s", "hf_token": "t"}})
     assert params == {"sampling.max_tokens": "5", "strategy.workspace_tokens": "3", "engine.api_key_env": "X"}
+
+
+def test_composite_with_its_own_params_composes_and_runs_on_sim():
+    import asyncio
+
+    from pdr.engines.sim import SimEngine
+    from pdr.evaluation import extract_answer
+    from pdr.executor import Executor
+    from tests.strategies.scripted import PROBLEM
+
+    cfg = compose_object(["strategy=critique_vote", "strategy.params.drafts=3", "strategy.params.rounds=2"])
+    assert cfg.strategy.params == {"drafts": 3, "rounds": 2}
+    graph = compile_graph(cfg.strategy)
+    assert graph.describe() == "generate(3) -> critique -> generate(3) -> critique -> generate(3) -> vote"
+    engine = SimEngine(cfg.engine, [PROBLEM])
+    out = asyncio.run(Executor(engine, graph, cfg.prompts, cfg.sampling, 0, extract=extract_answer).run_one(PROBLEM, 0))
+    assert out.error is None and out.state.final is not None
+    assert [c.kind for c in out.calls].count("critique") == 6
+    assert [rd.width for rd in out.state.rounds] == [3, 3, 3]
+    assert "strategy.params.drafts=0: must be >= 1" in _error(["strategy=critique_vote", "strategy.params.drafts=0"])
+
+
+def test_distill_type_all_was_renamed_previous_solution():
+    steps = [{"op": "generate", "n": 1}, {"op": "distill", "type": "all"}, {"op": "generate", "n": 1}]
+    with pytest.raises(ConfigError, match="renamed to 'previous_solution'"):
+        compile_graph(_steps(steps))
+
+
+def test_a_distill_whose_workspace_no_generate_reads_is_an_error():
+    steps = [{"op": "generate", "n": 4}, {"op": "distill", "type": "global_summary"}, {"op": "vote"}]
+    with pytest.raises(ConfigError, match="no generate step follows this distill"):
+        compile_graph(_steps(steps))
+
+
+def test_config_does_not_import_the_strategies():
+    # Data flows config -> strategy graph: the schemas must not reach up into pdr.strategies.
+    code = ("import sys; import pdr.config.schema; "
+            "sys.exit(sorted(m for m in sys.modules if m.startswith('pdr.strategies')) or 0)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr

@@ -51,7 +51,7 @@ def test_quickstart_writes_results_summary_and_traces(quickstart):
     traces = [json.loads(line) for line in (run_dir / "traces.jsonl").read_text().splitlines()]
     assert len(traces) == len(rows)
     kinds = [c["kind"] for c in traces[0]["calls"]]
-    assert kinds == ["draft", "summary", "draft", "summary", "draft"]
+    assert kinds == ["draft", "summary", "refine", "summary", "refine"]
     assert traces[0]["calls"][0]["outputs"][0]["reasoning"]  # thinking kept in the trace
 
 

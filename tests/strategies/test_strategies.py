@@ -5,73 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
 
 import pytest
 
 from pdr.config.engines import SimEngineConfig
-from pdr.engines.base import BaseEngine, Completion, GenRequest
+from pdr.engines.base import GenRequest
 from pdr.engines.sim import SimEngine, count_words
 from pdr.evaluation import extract_answer
 from pdr.evaluation.extract import normalize_answer
 from pdr.executor import Executor, budgets
 from pdr.strategies.graph import compile_graph
-from pdr.strategies.ops import trim_tokens
+from pdr.strategies.state import trim_tokens
 from tests.conftest import compose_object
-
-
-@dataclass(frozen=True)
-class P:
-    id: str
-    problem: str
-    answer: str
-    difficulty: float | None = 0.5
-
-
-PROBLEM = P("p1", "Compute the number of lattice points on the circle of radius five.", "12")
-
-
-class ScriptedEngine(BaseEngine):
-    """Answers every branch with a fixed-size completion whose answer is chosen by a function of
-    (kind, branch). Records every request."""
-
-    name = "scripted"
-
-    def __init__(self, answer_for=lambda kind, branch, prompt: "12", think=50, words=20, max_concurrency=64):
-        super().__init__(max_concurrency)
-        self.answer_for = answer_for
-        self.think = think
-        self.words = words
-        self.requests: list[GenRequest] = []
-
-    def count_tokens(self, text: str) -> int:
-        return count_words(text)
-
-    async def _generate(self, request: GenRequest) -> list[Completion]:
-        self.requests.append(request)
-        prompt = "\n".join(m.content for m in request.messages)
-        out = []
-        for i in range(request.n):
-            branch = request.tag.branch + i
-            ans = self.answer_for(request.tag.kind, branch, prompt)
-            text = " ".join(["w"] * self.words) + f" at step {request.tag.step} so \\boxed{{{ans}}}"
-            out.append(Completion(text=text, reasoning="r " * self.think, prompt_tokens=count_words(prompt),
-                                  completion_tokens=self.think + self.words + 5 + branch, cached_tokens=0))
-        return out
-
-
-def run(strategy_overrides, engine, seed=0, problem=PROBLEM, sample=0):
-    cfg = compose_object(strategy_overrides)
-    graph = compile_graph(cfg.strategy)
-    ex = Executor(engine, graph, cfg.prompts, cfg.sampling, seed, extract=extract_answer)
-    return asyncio.run(ex.run_one(problem, sample)), graph, cfg
+from tests.strategies.scripted import PROBLEM, P, ScriptedEngine, run, run_steps
 
 
 def test_pdr_global_summary_request_order_and_fork():
     eng = ScriptedEngine()
     out, graph, _ = run(["strategy=pdr", "strategy.widths=[4,2]", "strategy.distill=global_summary"], eng)
     kinds = [(r.tag.kind, r.n) for r in eng.requests]
-    assert kinds == [("draft", 4), ("summary", 1), ("draft", 2), ("summary", 1), ("draft", 1)]
+    assert kinds == [("draft", 4), ("summary", 1), ("refine", 2), ("summary", 1), ("refine", 1)]
     first, refine = eng.requests[0].messages[-1].content, eng.requests[2].messages[-1].content
     assert "Workspace:" not in first and PROBLEM.problem in first
     assert "Workspace:" in refine
@@ -124,7 +77,7 @@ def test_sr_error_analysis_critique_reaches_the_revision():
     eng = ScriptedEngine(answer_for=lambda kind, branch, prompt: "CRIT" if kind == "critique" else "7")
     out, _, _ = run(["strategy=sr", "strategy.rounds=2", "strategy.error_analysis=true"], eng)
     kinds = [r.tag.kind for r in eng.requests]
-    assert kinds == ["draft", "critique", "draft", "critique", "draft"]
+    assert kinds == ["draft", "critique", "refine", "critique", "refine"]
     assert "Error analysis of the previous solution" in eng.requests[2].messages[-1].content
     assert "\\boxed{CRIT}" in eng.requests[2].messages[-1].content
 
@@ -166,21 +119,38 @@ def test_judge_selection_uses_the_models_choice():
     run(["strategy=pdr", "strategy.widths=[4]", "strategy.distill=top_k_shared", "strategy.k=2",
          "strategy.selection=judge"], eng)
     kinds = [r.tag.kind for r in eng.requests]
-    assert kinds == ["draft", "select", "draft"]
+    assert kinds == ["draft", "select", "refine"]
     final_prompt = eng.requests[-1].messages[-1].content
     # Candidates 3 and 1 (1-based) are drafts of branches 2 and 0.
     assert "\\boxed{2}" in final_prompt and "\\boxed{0}" in final_prompt and "\\boxed{1}" not in final_prompt
 
 
-def test_workspace_bound_respected_for_long_drafts():
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["strategy=pdr", "strategy.widths=[4,2]", "strategy.distill=top_k_shared", "strategy.k=2"],
+        ["strategy=pdr", "strategy.widths=[4,2]", "strategy.distill=global_summary"],
+        ["strategy=pdr", "strategy.widths=[4,2]", "strategy.distill=top_k_per_sample", "strategy.k=2"],
+        ["strategy=pdr", "strategy.widths=[4,2]", "strategy.distill=random_k", "strategy.k=2"],
+        ["strategy=sr", "strategy.rounds=2"],  # the previous solution
+    ],
+    ids=["top_k_shared", "global_summary", "top_k_per_sample", "random_k", "sr_previous_solution"],
+)
+def test_workspace_bound_respected_for_long_drafts(overrides):
+    # Every call returns ~3,000 tokens, three times kappa: each workspace must be cut to kappa,
+    # both as logged and inside the prompts the refining calls actually received.
     eng = ScriptedEngine(words=3000)
-    out, _, _ = run(["strategy=pdr", "strategy.widths=[4,2]", "strategy.distill=top_k_shared", "strategy.k=2",
-                     "strategy.workspace_tokens=1000"], eng)
+    out, _, cfg = run([*overrides, "strategy.workspace_tokens=1000"], eng)
+    assert out.state.workspaces_log
     for entry in out.state.workspaces_log:
         for ws in entry.get("workspaces") or [entry["workspace"]]:
             assert eng.count_tokens(ws) <= 1000
-            assert "tokens omitted" in ws and "\\boxed{12}" in ws  # the tail with the answer survives
-    assert all(r.workspace_tokens <= 1000 for r in out.state.rounds)
+            assert "tokens omitted" in ws and "\\boxed{" in ws  # the tail with the answer survives
+    assert all(0 < r.workspace_tokens <= 1000 for r in out.state.rounds[1:])
+    template_words = eng.count_tokens(cfg.prompts.refine) + eng.count_tokens(cfg.prompts.sr_refine)
+    for r in eng.requests:
+        if r.tag.kind == "refine":
+            assert eng.count_tokens(r.messages[-1].content) <= 1000 + template_words + eng.count_tokens(PROBLEM.problem)
 
 
 def test_trim_tokens_exact_bound():
@@ -269,3 +239,57 @@ def test_prompt_templates_keep_latex_braces():
     run(["strategy=long_cot"], eng)
     assert "\\boxed{}" in eng.requests[0].messages[-1].content
     assert re.search(r"\{problem\}", eng.requests[0].messages[-1].content) is None
+
+
+def test_generate_after_critique_sends_each_branch_its_own_critique():
+    # Regression: with no workspace, a generate after a critique of 4 drafts sent ONE request
+    # carrying only the first critique (an operator-precedence slip); the others were paid for
+    # and dropped.
+    eng = ScriptedEngine(answer_for=lambda kind, branch, prompt: f"C{branch}" if kind == "critique" else str(branch))
+    run_steps([{"op": "generate", "n": 4}, {"op": "critique"}, {"op": "generate", "n": 4}, {"op": "vote"}], eng)
+    refines = [r for r in eng.requests if r.tag.step == 2]
+    assert len(refines) == 4 and all(r.n == 1 for r in refines)
+    for r in refines:
+        text = r.messages[-1].content
+        assert f"\\boxed{{C{r.tag.branch}}}" in text  # its own branch's critique ...
+        others = [b for b in range(4) if b != r.tag.branch]
+        assert not any(f"\\boxed{{C{b}}}" in text for b in others)  # ... and no other
+
+
+def test_per_branch_distill_knows_the_next_width_at_compile_time():
+    graph = compile_graph(compose_object(["strategy=pdr", "strategy.widths=[8,4]", "strategy.distill=top_k_per_sample",
+                                          "strategy.k=2"]).strategy)
+    distills = [op for op in graph.ops if op.name == "distill"]
+    assert [d.branches for d in distills] == [4, 1]  # the widths of the generates they feed
+    shared = compile_graph(compose_object(["strategy=pdr", "strategy.widths=[8,4]"]).strategy)
+    assert [op.branches for op in shared.ops if op.name == "distill"] == [1, 1]
+
+
+def test_first_drafts_are_draft_calls_and_everything_after_is_refine():
+    eng = ScriptedEngine()
+    run(["strategy=sr", "strategy.rounds=2"], eng)
+    assert [r.tag.kind for r in eng.requests] == ["draft", "refine", "refine"]
+    eng = ScriptedEngine(answer_for=lambda kind, branch, prompt: str(branch))
+    run_steps([{"op": "generate", "n": 2}, {"op": "critique"}, {"op": "generate", "n": 2}, {"op": "vote"}], eng)
+    assert [r.tag.kind for r in eng.requests] == ["draft", "critique", "critique", "refine", "refine"]
+
+
+def test_refine_seeds_match_the_draft_seeds_of_before():
+    # Renaming the refine calls' kind must not change their seeds: simulated results and the call
+    # cache's keys stay what they were.
+    from pdr.executor import derive_seed
+
+    eng = ScriptedEngine()
+    run(["strategy=sr", "strategy.rounds=1"], eng)
+    refine = eng.requests[-1]
+    assert refine.tag.kind == "refine"
+    assert refine.seed == derive_seed(0, PROBLEM.id, 0, refine.tag.step, "draft", 0)
+
+
+def test_per_sample_judge_is_one_fork_as_wide_as_the_next_generate():
+    eng = ScriptedEngine(answer_for=lambda kind, branch, prompt: "2, 1" if kind == "select" else str(branch))
+    run(["strategy=pdr", "strategy.widths=[4,3]", "strategy.distill=top_k_per_sample", "strategy.k=2",
+         "strategy.selection=judge"], eng)
+    assert [(r.tag.kind, r.tag.step, r.n) for r in eng.requests if r.tag.kind == "select"] == [("select", 1, 3),
+                                                                                                ("select", 3, 1)]
+    assert [(r.tag.kind, r.n) for r in eng.requests if r.tag.step == 4] == [("refine", 1)]
