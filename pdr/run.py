@@ -1,23 +1,32 @@
 """`python -m pdr.run +experiment=NAME [overrides]` (and `-m` for a Hydra multirun sweep).
 
 The Hydra entry point: compose, validate (`OmegaConf.to_object` runs every schema check before
-any engine call), then hand the typed config to `pdr.runner.run`. Kept light: heavy modules load
-only once a run really starts, so `--cfg job` / `--help` answer fast.
+any engine call), then hand the typed config to `pdr.runner.run`. Kept light: the runner (numpy,
+the engines, tqdm) and mlflow are imported only once a run really starts, so `--cfg job` /
+`--help` answer fast (experiments/benchmarks/bench_startup.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import get_original_cwd
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pdr.config.schema import register_configs
 from pdr.config.secrets import is_secret_key
 from pdr.errors import ConfigError, PdrError, did_you_mean
+
+if TYPE_CHECKING:
+    from pdr.config.schema import Config
+    from pdr.runner import RunResult
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("pdr")
@@ -48,10 +57,6 @@ def _check_unknown_keys(node: Any, path: str = "") -> None:
     """Reject keys that no schema declares. Hydra's `+key=value` can append to a structured node
     without complaint (and to_object then drops the value), so `+engine.timeout=5` would be
     silently ignored; this names it instead."""
-    import dataclasses
-
-    from omegaconf import DictConfig, ListConfig
-
     if isinstance(node, DictConfig):
         obj_type = OmegaConf.get_type(node)
         if obj_type is not None and dataclasses.is_dataclass(obj_type):
@@ -89,13 +94,13 @@ def _fmt_int(x: float) -> str:
     return f"{x:,.0f}"
 
 
-def format_report(result: Any, cfg: Any) -> str:
+def format_report(result: RunResult, cfg: Config) -> str:
     m = result.summary
     sim = cfg.engine.name == "sim"
     lines = [
         "",
         f"pdr: {cfg.strategy.name} on {cfg.dataset.name} with engine={cfg.engine.name}"
-        f" (model {(getattr(result, 'info', None) or {}).get('model') or cfg.engine.model})"
+        f" (model {result.info.get('model') or cfg.engine.model})"
         + ("  [SIMULATED engine: these are not a model's results]" if sim else ""),
     ]
     if not m:
@@ -139,10 +144,6 @@ def format_report(result: Any, cfg: Any) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _main(dcfg: DictConfig) -> float | None:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from hydra.utils import get_original_cwd
-
     try:
         _check_unknown_keys(dcfg)
         cfg = OmegaConf.to_object(dcfg)
@@ -156,7 +157,8 @@ def _main(dcfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     run_dir = Path(cfg.output_dir) if cfg.output_dir else Path(hc.runtime.output_dir)
     launch_dir = Path(get_original_cwd())
-    from pdr.runner import config_dict, find_resumable, run, run_key
+    from pdr.results import config_dict, find_resumable, run_key
+    from pdr.runner import run
 
     if cfg.resume and not cfg.output_dir:
         found = find_resumable([launch_dir / "outputs", launch_dir / "multirun"], run_key(config_dict(cfg)))

@@ -342,13 +342,13 @@ def test_results_writer_repairs_a_torn_last_line(tmp_path):
 
 def test_a_failing_results_writer_fails_the_caller(tmp_path, monkeypatch):
     """A full disk on the writer thread is raised where rows are handed over (and by close)."""
-    import pdr.results
+    import pdr.results.writer
     from pdr.results import ResultsWriter
 
     def no_space(fd):  # noqa: ANN001
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pdr.results.os, "fsync", no_space)
+    monkeypatch.setattr(pdr.results.writer.os, "fsync", no_space)
     writer = ResultsWriter(tmp_path)
     writer.write({"problem_id": "a", "sample": 0, "status": "correct"}, None)
     writer.flush()
