@@ -15,7 +15,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 # Module attributes looked up at call time (`evaluation.grade_many`, `grading.fast_grade`), not
 # names bound here: tests replace them.
@@ -23,8 +23,13 @@ import pdr.evaluation as evaluation
 from pdr.evaluation import grading
 from pdr.evaluation.grading import Grade
 
-if TYPE_CHECKING:
-    from pdr.config.schema import GradingConfig
+
+class GradingSettings(Protocol):
+    """What grading reads of the config (pdr.config.schema.GradingConfig)."""
+
+    timeout_s: float  # hard wall-clock limit per math-verify check
+    workers: int  # grading worker processes
+
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +126,7 @@ class Grading:
     Event-loop thread only; `close()` at the end of the run.
     """
 
-    def __init__(self, cfg: GradingConfig) -> None:
+    def __init__(self, cfg: GradingSettings) -> None:
         self.cfg = cfg
         self.threads = GradingThreads()
         self._checking: dict[tuple[str, str], asyncio.Future[Grade]] = {}  # (response, gold) -> its Grade
