@@ -46,7 +46,9 @@ def stall_timeout_s(engine_cfg: EngineConfig) -> float:
             return value
     # Only the HTTP engines back off between attempts.
     backoff = (
-        engine_cfg.retry_backoff_max_s if isinstance(engine_cfg, SGLangEngineConfig | OpenAIEngineConfig) else 0.0
+        engine_cfg.retry_backoff_max_s
+        if isinstance(engine_cfg, SGLangEngineConfig | OpenAIEngineConfig)
+        else 0.0
     )
     return (engine_cfg.max_retries + 1) * (engine_cfg.timeout_s + backoff) + 60.0
 

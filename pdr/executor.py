@@ -181,36 +181,79 @@ class Executor:
             out = await self.engine.generate(request)
             for i, c in enumerate(out):
                 calls.append(
-                    CallRecord(step, kind, branch + i, n, c.prompt_tokens, c.completion_tokens, c.cached_tokens,
-                               c.reasoning_tokens, c.finish_reason, c.latency_s, bool(c.meta.get("from_cache")))
+                    CallRecord(
+                        step,
+                        kind,
+                        branch + i,
+                        n,
+                        c.prompt_tokens,
+                        c.completion_tokens,
+                        c.cached_tokens,
+                        c.reasoning_tokens,
+                        c.finish_reason,
+                        c.latency_s,
+                        bool(c.meta.get("from_cache")),
+                    )
                 )
             if self.keep_trace:
-                trace.append({
-                    "step": step, "kind": kind, "branch": branch, "n": n,
-                    "messages": [[m.role, m.content] for m in messages],
-                    "outputs": [{"text": c.text, "reasoning": c.reasoning, "finish_reason": c.finish_reason,
-                                 "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
-                                 "cached_tokens": c.cached_tokens} for c in out],
-                })
+                trace.append(
+                    {
+                        "step": step,
+                        "kind": kind,
+                        "branch": branch,
+                        "n": n,
+                        "messages": [[m.role, m.content] for m in messages],
+                        "outputs": [
+                            {
+                                "text": c.text,
+                                "reasoning": c.reasoning,
+                                "finish_reason": c.finish_reason,
+                                "prompt_tokens": c.prompt_tokens,
+                                "completion_tokens": c.completion_tokens,
+                                "cached_tokens": c.cached_tokens,
+                            }
+                            for c in out
+                        ],
+                    }
+                )
             return out
 
         ctx = OpContext(
             problem=problem.problem,
             prompts=self.prompts,
             call=call,
-            rng=lambda step, purpose: random.Random(derive_seed(self.seed, problem.id, sample, step, purpose)),
+            rng=lambda step, purpose: random.Random(
+                derive_seed(self.seed, problem.id, sample, step, purpose)
+            ),
             count_tokens=self.count_tokens,
             extract=self.extract,
         )
         try:
             state = await run_graph(self.graph, ctx)
-            return Outcome(problem.id, sample, state, calls, time.perf_counter() - started, trace=trace, notes=dict(ctx.notes))
+            return Outcome(
+                problem.id,
+                sample,
+                state,
+                calls,
+                time.perf_counter() - started,
+                trace=trace,
+                notes=dict(ctx.notes),
+            )
         except EngineError as exc:
             # Per-problem isolation: this problem-sample is recorded with status "error"; the
             # run goes on (and fails above engine.max_error_rate).
             log.warning("problem %s sample %d failed: %s", problem.id, sample, exc)
-            return Outcome(problem.id, sample, None, calls, time.perf_counter() - started,
-                           error=str(exc), error_type=type(exc).__name__, trace=trace, notes=dict(ctx.notes))
+            return Outcome(
+                problem.id,
+                sample,
+                None,
+                calls,
+                time.perf_counter() - started,
+                error=str(exc),
+                error_type=type(exc).__name__,
+                trace=trace,
+                notes=dict(ctx.notes),
+            )
 
 
 def _approx_tokens(text: str) -> int:
@@ -228,7 +271,14 @@ def outcome_row(
     row["wall_s"] = round(outcome.wall_s, 4)
     state = outcome.state
     if state is None:
-        row.update(answer=None, correct=False, status="error", error=outcome.error, error_type=outcome.error_type, rounds=[])
+        row.update(
+            answer=None,
+            correct=False,
+            status="error",
+            error=outcome.error,
+            error_type=outcome.error_type,
+            rounds=[],
+        )
         return row
     final = state.final
     assert final is not None
@@ -239,17 +289,28 @@ def outcome_row(
         assert final_grade is not None, "a final answer is always graded"
         status = final_grade.status if final_grade.status in ("correct", "wrong", "no_answer") else "wrong"
         correct = bool(final_grade.correct)
-    row.update(answer=_short(final.answer), correct=correct, status=status, finish_reason=final.completion.finish_reason)
+    row.update(
+        answer=_short(final.answer),
+        correct=correct,
+        status=status,
+        finish_reason=final.completion.finish_reason,
+    )
     if final_grade is not None and final_grade.error:
         row["grade_error"] = final_grade.error
     rounds = []
     for rd in state.rounds:
         corr = [bool(grades[a].correct) if a is not None and a in grades else False for a in rd.answers]
-        rounds.append({
-            "round": rd.round, "width": rd.width, "answers": [_short(a) for a in rd.answers], "correct": corr,
-            "draft_accuracy": sum(corr) / len(corr) if corr else None,
-            "truncated": sum(rd.truncated), "workspace_tokens": rd.workspace_tokens,
-        })
+        rounds.append(
+            {
+                "round": rd.round,
+                "width": rd.width,
+                "answers": [_short(a) for a in rd.answers],
+                "correct": corr,
+                "draft_accuracy": sum(corr) / len(corr) if corr else None,
+                "truncated": sum(rd.truncated),
+                "workspace_tokens": rd.workspace_tokens,
+            }
+        )
     row["rounds"] = rounds
     if outcome.notes:
         row["notes"] = outcome.notes

@@ -66,8 +66,10 @@ def _check_unknown_keys(node: Any, path: str = "") -> None:
                     where = f"{path}.{key}" if path else str(key)
                     hint = ""
                     if is_secret_key(str(key)):
-                        hint = (" (never put a credential in the config: export it and name the variable "
-                                "with engine.api_key_env=VAR)")
+                        hint = (
+                            " (never put a credential in the config: export it and name the variable "
+                            "with engine.api_key_env=VAR)"
+                        )
                     raise ConfigError(
                         f"{where}: unknown key{did_you_mean(str(key), fields)}{hint}; "
                         f"keys of {path or 'the config'}: {', '.join(sorted(fields))}"
@@ -111,15 +113,21 @@ def format_report(result: RunResult, cfg: Config) -> str:
         f"  accuracy      {m['accuracy']:.3f}  [{m['accuracy_ci_low']:.3f}, {m['accuracy_ci_high']:.3f}] {level}% CI"
         f"   (mean@{cfg.samples} over {int(m['problems'])} problems)"
     )
-    statuses = " · ".join(f"{s} {round(m[f'frac_{s}'] * m['problem_samples'])}"
-                          for s in ("correct", "wrong", "no_answer", "truncated", "error"))
+    statuses = " · ".join(
+        f"{s} {round(m[f'frac_{s}'] * m['problem_samples'])}"
+        for s in ("correct", "wrong", "no_answer", "truncated", "error")
+    )
     lines.append(f"  status        {statuses}")
     lines.append(
         f"  seq tokens    {_fmt_int(m['seq_tokens'])} (output {_fmt_int(m['seq_output_tokens'])})"
         f"   total tokens {_fmt_int(m['total_tokens'])} (output {_fmt_int(m['total_output_tokens'])})   [means per problem-sample]"
     )
     lines.append(f"  max context   {_fmt_int(m.get('max_context_tokens', 0))} tokens")
-    rounds = sorted((int(k.split("_")[1]), v) for k, v in m.items() if k.startswith("round_") and k.endswith("_draft_accuracy"))
+    rounds = sorted(
+        (int(k.split("_")[1]), v)
+        for k, v in m.items()
+        if k.startswith("round_") and k.endswith("_draft_accuracy")
+    )
     if len(rounds) > 1:
         lines.append("  draft acc     " + " -> ".join(f"r{r} {v:.2f}" for r, v in rounds))
     calls = f"{_fmt_int(m.get('engine_calls_sent', 0))} engine calls"
@@ -170,7 +178,8 @@ def _main(dcfg: DictConfig) -> float | None:
         from pdr.tracking.callbacks import parent_run_for_job, tracking_uri_for
 
         cfg.tracking.parent_run_id = parent_run_for_job(
-            launch_dir / hc.sweep.dir, tracking_uri_for(cfg.tracking.uri, launch_dir), cfg.tracking.experiment)
+            launch_dir / hc.sweep.dir, tracking_uri_for(cfg.tracking.uri, launch_dir), cfg.tracking.experiment
+        )
     extra_tags = {}
     try:
         extra_tags["overrides"] = " ".join(hc.overrides.task)[:5000]

@@ -53,12 +53,9 @@ from pdr.evaluation.orchestrate import Grading, start_warm_up
 from pdr.execution_guard import RunGuard
 from pdr.executor import Executor, Outcome, outcome_row, outcome_trace
 from pdr.results import (
+    ARTIFACTS,
     CONFIG,
-    ERRORS,
     JOURNAL,
-    RESULTS,
-    SUMMARY,
-    TRACES,
     ResultsWriter,
     RunFailed,
     RunPlan,
@@ -125,7 +122,7 @@ def run(
             tracker.log_metrics(summary["metrics"])
             tracker.set_tags({f"engine_info.{k}": str(v)[:500] for k, v in engine_info.items()})
             tracker.set_tags({"attempts": str(plan.attempt)})
-            tracker.log_artifacts([run_dir / n for n in (RESULTS, SUMMARY, CONFIG, TRACES, ERRORS)])
+            tracker.log_artifacts([run_dir / n for n in ARTIFACTS])
         return summary, rows
 
     try:
@@ -218,7 +215,9 @@ async def _execute(
             outcome = Outcome.failed(problem.id, sample, exc)
         grades = await grading.grade(problem.id, problem.answer, outcome.answers())
         final = outcome.final_answer
-        row = outcome_row(outcome, problem, grades, grades[final] if final is not None else None, cfg.metrics.seq_branch)
+        row = outcome_row(
+            outcome, problem, grades, grades[final] if final is not None else None, cfg.metrics.seq_branch
+        )
         return row, outcome_trace(outcome, problem, row)
 
     bar = _progress_bar(cfg, len(todo), writer)
@@ -242,7 +241,9 @@ async def _execute(
             row, trace = fut.result()
             # The row waits on the writer thread (not here) until its problem-sample's calls are
             # journaled, so that no row on disk refers to a call a resume would have to send again.
-            writer.write(row, trace, attempt=plan.attempt, before=partial(engine.wait_journal, engine.journal_mark()))
+            writer.write(
+                row, trace, attempt=plan.attempt, before=partial(engine.wait_journal, engine.journal_mark())
+            )
             guard.row(row)
             if bar is not None:
                 bar.set_postfix(acc=f"{guard.correct / guard.done:.2f}", err=guard.errors, refresh=False)
@@ -280,7 +281,11 @@ def _with_cache(engine: Engine, cfg: Config, run_dir: Path) -> CachedEngine:
     """The engine behind the run's journal (always) and the persistent cache (per cache.mode)."""
     mode = resolve_cache_mode(cfg.cache.mode, engine.simulated)
     return CachedEngine(
-        engine, cfg.cache.path, read_only=(mode == "read_only"), journal=run_dir / JOURNAL, persistent=(mode != "off")
+        engine,
+        cfg.cache.path,
+        read_only=(mode == "read_only"),
+        journal=run_dir / JOURNAL,
+        persistent=(mode != "off"),
     )
 
 

@@ -28,7 +28,9 @@ def per_problem_accuracy(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     return {pid: sum(v) / len(v) for pid, v in by_problem.items()}
 
 
-def bootstrap_ci(values: Sequence[float], n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float], n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean of `values` (one value per problem)."""
     if not values:
         return (float("nan"), float("nan"))
@@ -40,7 +42,9 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = 2000, level: float = 0.9
     return (float(lo), float(hi))
 
 
-def paired_bootstrap(a: Mapping[str, float], b: Mapping[str, float], n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict[str, float]:
+def paired_bootstrap(
+    a: Mapping[str, float], b: Mapping[str, float], n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> dict[str, float]:
     """Difference of mean accuracy (a - b) over the problems both have, with a problem-level
     paired bootstrap CI and the fraction of resamples where a <= b (a one-sided p-value)."""
     common = sorted(set(a) & set(b))
@@ -81,14 +85,18 @@ def _randrange_draws(seed: int, n: int, count: int) -> np.ndarray:
     have = 0
     while have < count:
         want = count - have
-        raw = rs.randint(0, 1 << 32, size=want * (1 << k) // n + 64, dtype=np.uint64)  # expected acceptance n/2^k
+        raw = rs.randint(
+            0, 1 << 32, size=want * (1 << k) // n + 64, dtype=np.uint64
+        )  # expected acceptance n/2^k
         accepted = (raw >> (32 - k))[(raw >> (32 - k)) < n]
         parts.append(accepted[:want])
         have += min(want, len(accepted))
     return np.concatenate(parts).astype(np.intp)
 
 
-def summarize(rows: Sequence[Mapping[str, Any]], n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict[str, float]:
+def summarize(
+    rows: Sequence[Mapping[str, Any]], n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> dict[str, float]:
     """The run's metrics (names as logged to MLflow). Token metrics are means per problem-sample."""
     if not rows:
         return {}
@@ -105,8 +113,17 @@ def summarize(rows: Sequence[Mapping[str, Any]], n_boot: int = 2000, level: floa
     }
     for s in STATUSES:
         out[f"frac_{s}"] = sum(1 for r in rows if r["status"] == s) / n
-    for key in ("seq_tokens", "total_tokens", "seq_output_tokens", "total_output_tokens", "cached_tokens",
-                "prompt_tokens", "completion_tokens", "engine_calls", "wall_s"):
+    for key in (
+        "seq_tokens",
+        "total_tokens",
+        "seq_output_tokens",
+        "total_output_tokens",
+        "cached_tokens",
+        "prompt_tokens",
+        "completion_tokens",
+        "engine_calls",
+        "wall_s",
+    ):
         vals = [float(r[key]) for r in rows if r.get(key) is not None]
         if vals:
             out[key if key != "wall_s" else "problem_wall_s"] = sum(vals) / len(vals)

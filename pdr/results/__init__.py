@@ -3,6 +3,7 @@ and resume bookkeeping (`rundir`), and summary.json (`summary`). Part of the run
 use evaluation, engines, tracking and config, and nothing below it imports it."""
 
 from pdr.results.files import (
+    ARTIFACTS,
     CONFIG,
     ERRORS,
     JOURNAL,
@@ -19,6 +20,7 @@ from pdr.results.summary import ERROR_HINTS, error_summary, resolve_cache_mode, 
 from pdr.results.writer import ResultsWriter
 
 __all__ = [
+    "ARTIFACTS",
     "CONFIG",
     "ERRORS",
     "ERROR_HINTS",

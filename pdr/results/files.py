@@ -29,6 +29,8 @@ ERRORS = "errors.jsonl"
 JOURNAL = "calls.sqlite"  # the run's call journal (pdr.engines.cache)
 RUN_INFO = "run.json"
 CONFIG = "config.json"
+# What a run logs as MLflow artifacts (besides Hydra's files and the trace viewer).
+ARTIFACTS = (RESULTS, SUMMARY, CONFIG, TRACES, ERRORS)
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:

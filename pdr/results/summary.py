@@ -52,7 +52,13 @@ def write_summary(
     metrics["wall_time_s"] = wall_s
     stats = engine.stats()
     # This attempt's calls: sent to the engine, and served from the journal / persistent cache.
-    for name in ("engine_calls_sent", "engine_requests", "cache_hits", "cache_hits_journal", "cache_hits_persistent"):
+    for name in (
+        "engine_calls_sent",
+        "engine_requests",
+        "cache_hits",
+        "cache_hits_journal",
+        "cache_hits_persistent",
+    ):
         metrics[name] = float(stats[name])
     logical = stats["engine_calls_sent"] + stats["cache_hits"]
     metrics["cache_hit_rate"] = stats["cache_hits"] / logical if logical else 0.0

@@ -166,4 +166,3 @@ class ResultsWriter:
                 self.on_durable(len(rows))
             except Exception:  # noqa: BLE001 - a progress callback must not stop the writing
                 log.exception("results writer: on_durable callback failed")
-

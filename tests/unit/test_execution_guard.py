@@ -27,7 +27,9 @@ class Engine:
 
 
 def _guard(clock: Clock, total: int = 10, rate: float = 0.2, grading_timeout_s: float = 2.0) -> RunGuard:
-    return RunGuard(SimEngineConfig(max_error_rate=rate), grading_timeout_s, total, Path("/runs/x"), clock=clock)
+    return RunGuard(
+        SimEngineConfig(max_error_rate=rate), grading_timeout_s, total, Path("/runs/x"), clock=clock
+    )
 
 
 def _row(status: str = "correct", error_type: str | None = None) -> dict:
@@ -41,7 +43,9 @@ def test_errors_up_to_the_rate_are_tolerated_then_the_run_fails(monkeypatch):
     guard.row(_row("error", "EngineUnavailable"))
     guard.row(_row("error", "EngineUnavailable"))  # 2 of 10 allowed at 0.2
     assert (guard.done, guard.correct, guard.errors) == (3, 1, 2)
-    with pytest.raises(RunFailed, match=r"3 of 10 .*max_error_rate=0.2.*EngineUnavailable.*/runs/x.*resume=true"):
+    with pytest.raises(
+        RunFailed, match=r"3 of 10 .*max_error_rate=0.2.*EngineUnavailable.*/runs/x.*resume=true"
+    ):
         guard.row(_row("error", "EngineUnavailable"))
 
 

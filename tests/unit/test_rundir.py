@@ -42,7 +42,10 @@ def test_plan_keeps_finished_rows_on_resume_and_refuses_other_runs(tmp_path):
     assert plan.attempt == 1 and not plan.kept and len(plan.todo) == 4
     plan.write_info(None, None)
     pid = problems[0].id
-    rows = [{"problem_id": pid, "sample": 0, "status": "correct"}, {"problem_id": pid, "sample": 1, "status": "error"}]
+    rows = [
+        {"problem_id": pid, "sample": 0, "status": "correct"},
+        {"problem_id": pid, "sample": 1, "status": "error"},
+    ]
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(RunFailed, match="already has results; pass resume=true"):
         plan_run(cfg, tmp_path, problems)
