@@ -131,7 +131,7 @@ def run(
                 loop.run(_start(engine, cfg))
             # run.json before anything is written, so that resume=true finds this directory; not
             # earlier, so that a run that could not even start leaves nothing to resume.
-            plan.write_info(plan.info["mlflow_run_id"], plan.info["tracking_uri"])
+            plan.write_info()
             write_json(run_dir / CONFIG, plan.config)
             try:
                 tracker = start_tracking(
@@ -143,7 +143,7 @@ def run(
                 if plan.todo:
                     loop.run(_close_quietly(engine))
                 raise
-            plan.write_info(tracker.run_id if tracker else None, tracker.uri if tracker else None)
+            plan.write_info(mlflow_run_id=tracker and tracker.run_id, tracking_uri=tracker and tracker.uri)
             writer = ResultsWriter(run_dir)
             executing = True
             started = time.perf_counter()

@@ -80,9 +80,10 @@ class RunPlan:
     journal_before: int  # calls in the journal before this attempt
     info: dict[str, Any] = field(default_factory=dict)  # run.json's content
 
-    def write_info(self, mlflow_run_id: str | None, tracking_uri: str | None) -> None:
-        """run.json, naming this run's MLflow run (so that a resume continues it)."""
-        self.info.update(mlflow_run_id=mlflow_run_id, tracking_uri=tracking_uri)
+    def write_info(self, **updates: str | None) -> None:
+        """run.json with `updates` (the MLflow run once known: `mlflow_run_id`, `tracking_uri`,
+        so that a resume continues it)."""
+        self.info.update(updates)
         write_json(self.run_dir / RUN_INFO, self.info)
 
     def rows(self) -> list[dict[str, Any]]:

@@ -40,7 +40,7 @@ def test_plan_keeps_finished_rows_on_resume_and_refuses_other_runs(tmp_path):
     problems = load_problems(cfg.dataset)
     plan = plan_run(cfg, tmp_path, problems)
     assert plan.attempt == 1 and not plan.kept and len(plan.todo) == 4
-    plan.write_info(None, None)
+    plan.write_info()
     pid = problems[0].id
     rows = [
         {"problem_id": pid, "sample": 0, "status": "correct"},
