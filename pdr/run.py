@@ -23,6 +23,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from pdr.config.schema import register_configs
 from pdr.config.secrets import is_secret_key
 from pdr.errors import ConfigError, PdrError, did_you_mean
+from pdr.tracking.callbacks import parent_run_for_job, tracking_uri_for
+from pdr.tracking.mlflow_run import ui_command
 
 if TYPE_CHECKING:
     from pdr.config.schema import Config
@@ -143,8 +145,6 @@ def format_report(result: RunResult, cfg: Config) -> str:
     if result.resumed_rows:
         lines.append(f"resumed:  kept {result.resumed_rows} finished problem-samples from the earlier run")
     if result.mlflow_run_id:
-        from pdr.tracking.mlflow_run import ui_command
-
         lines.append(f"MLflow:   run {result.mlflow_run_id} in experiment '{cfg.tracking.experiment}'")
         lines.append(f"open it:  {ui_command(result.tracking_uri)}   (then http://127.0.0.1:5000)")
     return "\n".join(lines)
@@ -165,6 +165,8 @@ def _main(dcfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     run_dir = Path(cfg.output_dir) if cfg.output_dir else Path(hc.runtime.output_dir)
     launch_dir = Path(get_original_cwd())
+    # Here, not at the top: they load numpy, the engines and the grader, which `--cfg job` and
+    # `--help` do not need.
     from pdr.results import config_dict, find_resumable, run_key
     from pdr.runner import run
 
@@ -175,8 +177,6 @@ def _main(dcfg: DictConfig) -> float | None:
             run_dir = found
     if cfg.tracking.enabled and cfg.tracking.parent_run_id is None and hc.mode == RunMode.MULTIRUN:
         # A sweep job: nest under the sweep's parent run (written by pdr.tracking.callbacks).
-        from pdr.tracking.callbacks import parent_run_for_job, tracking_uri_for
-
         cfg.tracking.parent_run_id = parent_run_for_job(
             launch_dir / hc.sweep.dir, tracking_uri_for(cfg.tracking.uri, launch_dir), cfg.tracking.experiment
         )
