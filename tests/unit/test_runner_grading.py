@@ -102,6 +102,7 @@ def test_finished_problem_samples_are_not_kept_until_the_end(tmp_path, monkeypat
     from pdr.runner import run
 
     def alive_traces() -> int:
+        gc.collect()  # count what is still referenced, not garbage the collector has not reached yet
         return sum(1 for o in gc.get_objects() if type(o) is dict and "workspaces" in o and "gold" in o)
 
     seen: list[int] = []
