@@ -14,13 +14,18 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pdr.engines.base import Completion, GenRequest, Message, RequestTag, SamplingParams
+from pdr.engines.base import Completion, Engine, GenRequest, Message, RequestTag, SamplingParams
 from pdr.errors import EngineError
 from pdr.seeding import derive_seed
 from pdr.strategies.graph import Graph
 from pdr.strategies.state import OpContext, State, run_graph
+
+if TYPE_CHECKING:
+    from pdr.config.schema import PromptsConfig, SamplingConfig
+    from pdr.data import Problem
+    from pdr.evaluation import Grade
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,29 @@ class Outcome:
     error_type: str | None = None
     trace: list[dict[str, Any]] = field(default_factory=list)
     notes: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def failed(cls, problem_id: str, sample: int, exc: BaseException) -> Outcome:
+        """The outcome of a problem-sample that raised `exc` outside the engine-error hierarchy
+        (a strategy bug on odd model output, an engine raising something unexpected)."""
+        kind = type(exc).__name__
+        return cls(problem_id, sample, None, [], 0.0, error=f"{kind}: {exc}"[:2000], error_type=kind)
+
+    @property
+    def final_answer(self) -> str | None:
+        """The extracted answer of the final output (None: an error, or no answer)."""
+        if self.state is None or self.state.final is None:
+            return None
+        return self.state.final.answer
+
+    def answers(self) -> list[str]:
+        """Every distinct extracted answer to grade (drafts of every round and the final), sorted."""
+        if self.state is None:
+            return []
+        found = {a for rd in self.state.rounds for a in rd.answers if a is not None}
+        if self.final_answer is not None:
+            found.add(self.final_answer)
+        return sorted(found)
 
 
 def budgets(calls: list[CallRecord], seq_branch: str = "slowest") -> dict[str, float]:
@@ -94,10 +122,10 @@ class Executor:
 
     def __init__(
         self,
-        engine: Any,
+        engine: Engine,
         graph: Graph,
-        prompts: Any,
-        sampling: Any,
+        prompts: PromptsConfig,
+        sampling: SamplingConfig,
         seed: int,
         extract: Callable[[str], str | None],
         keep_trace: bool = True,
@@ -109,9 +137,13 @@ class Executor:
         self.seed = seed
         self.extract = extract
         self.keep_trace = keep_trace
+        # Only the sim engine counts tokens today; the others are approximated. (Once the Engine
+        # protocol carries count_tokens, this becomes `engine.count_tokens`.)
         self.count_tokens: Callable[[str], int] = getattr(engine, "count_tokens", None) or _approx_tokens
 
-    async def run_one(self, problem: Any, sample: int) -> Outcome:
+    async def run_one(self, problem: Problem, sample: int) -> Outcome:
+        """Run the graph for one (problem, sample). An EngineError fails only this problem-sample
+        (an Outcome with `error`); anything else propagates."""
         calls: list[CallRecord] = []
         trace: list[dict[str, Any]] = []
         started = time.perf_counter()
@@ -143,36 +175,79 @@ class Executor:
             out = await self.engine.generate(request)
             for i, c in enumerate(out):
                 calls.append(
-                    CallRecord(step, kind, branch + i, n, c.prompt_tokens, c.completion_tokens, c.cached_tokens,
-                               c.reasoning_tokens, c.finish_reason, c.latency_s, bool(c.meta.get("from_cache")))
+                    CallRecord(
+                        step,
+                        kind,
+                        branch + i,
+                        n,
+                        c.prompt_tokens,
+                        c.completion_tokens,
+                        c.cached_tokens,
+                        c.reasoning_tokens,
+                        c.finish_reason,
+                        c.latency_s,
+                        bool(c.meta.get("from_cache")),
+                    )
                 )
             if self.keep_trace:
-                trace.append({
-                    "step": step, "kind": kind, "branch": branch, "n": n,
-                    "messages": [[m.role, m.content] for m in messages],
-                    "outputs": [{"text": c.text, "reasoning": c.reasoning, "finish_reason": c.finish_reason,
-                                 "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
-                                 "cached_tokens": c.cached_tokens} for c in out],
-                })
+                trace.append(
+                    {
+                        "step": step,
+                        "kind": kind,
+                        "branch": branch,
+                        "n": n,
+                        "messages": [[m.role, m.content] for m in messages],
+                        "outputs": [
+                            {
+                                "text": c.text,
+                                "reasoning": c.reasoning,
+                                "finish_reason": c.finish_reason,
+                                "prompt_tokens": c.prompt_tokens,
+                                "completion_tokens": c.completion_tokens,
+                                "cached_tokens": c.cached_tokens,
+                            }
+                            for c in out
+                        ],
+                    }
+                )
             return out
 
         ctx = OpContext(
             problem=problem.problem,
             prompts=self.prompts,
             call=call,
-            rng=lambda step, purpose: random.Random(derive_seed(self.seed, problem.id, sample, step, purpose)),
+            rng=lambda step, purpose: random.Random(
+                derive_seed(self.seed, problem.id, sample, step, purpose)
+            ),
             count_tokens=self.count_tokens,
             extract=self.extract,
         )
         try:
             state = await run_graph(self.graph, ctx)
-            return Outcome(problem.id, sample, state, calls, time.perf_counter() - started, trace=trace, notes=dict(ctx.notes))
+            return Outcome(
+                problem.id,
+                sample,
+                state,
+                calls,
+                time.perf_counter() - started,
+                trace=trace,
+                notes=dict(ctx.notes),
+            )
         except EngineError as exc:
             # Per-problem isolation: this problem-sample is recorded with status "error"; the
             # run goes on (and fails above engine.max_error_rate).
             log.warning("problem %s sample %d failed: %s", problem.id, sample, exc)
-            return Outcome(problem.id, sample, None, calls, time.perf_counter() - started,
-                           error=str(exc), error_type=type(exc).__name__, trace=trace, notes=dict(ctx.notes))
+            return Outcome(
+                problem.id,
+                sample,
+                None,
+                calls,
+                time.perf_counter() - started,
+                error=str(exc),
+                error_type=type(exc).__name__,
+                trace=trace,
+                notes=dict(ctx.notes),
+            )
 
 
 def _approx_tokens(text: str) -> int:
@@ -180,14 +255,24 @@ def _approx_tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4)
 
 
-def outcome_row(outcome: Outcome, problem: Any, grades: dict[str, Any], final_grade: Any, seq_branch: str) -> dict[str, Any]:
-    """The results.jsonl row of one problem-sample. `grades` maps a draft's answer to its Grade."""
+def outcome_row(
+    outcome: Outcome, problem: Problem, grades: dict[str, Grade], final_grade: Grade | None, seq_branch: str
+) -> dict[str, Any]:
+    """The results.jsonl row of one problem-sample. `grades` maps a draft's answer to its Grade;
+    `final_grade` is the final answer's (None when there is no final answer)."""
     row: dict[str, Any] = {"problem_id": outcome.problem_id, "sample": outcome.sample, "gold": problem.answer}
     row.update(budgets(outcome.calls, seq_branch))
     row["wall_s"] = round(outcome.wall_s, 4)
     state = outcome.state
     if state is None:
-        row.update(answer=None, correct=False, status="error", error=outcome.error, error_type=outcome.error_type, rounds=[])
+        row.update(
+            answer=None,
+            correct=False,
+            status="error",
+            error=outcome.error,
+            error_type=outcome.error_type,
+            rounds=[],
+        )
         return row
     final = state.final
     assert final is not None
@@ -195,23 +280,49 @@ def outcome_row(outcome: Outcome, problem: Any, grades: dict[str, Any], final_gr
         status = "truncated" if final.truncated else "no_answer"
         correct = False
     else:
+        assert final_grade is not None, "a final answer is always graded"
         status = final_grade.status if final_grade.status in ("correct", "wrong", "no_answer") else "wrong"
         correct = bool(final_grade.correct)
-    row.update(answer=_short(final.answer), correct=correct, status=status, finish_reason=final.completion.finish_reason)
-    if getattr(final_grade, "error", None):
+    row.update(
+        answer=_short(final.answer),
+        correct=correct,
+        status=status,
+        finish_reason=final.completion.finish_reason,
+    )
+    if final_grade is not None and final_grade.error:
         row["grade_error"] = final_grade.error
     rounds = []
     for rd in state.rounds:
         corr = [bool(grades[a].correct) if a is not None and a in grades else False for a in rd.answers]
-        rounds.append({
-            "round": rd.round, "width": rd.width, "answers": [_short(a) for a in rd.answers], "correct": corr,
-            "draft_accuracy": sum(corr) / len(corr) if corr else None,
-            "truncated": sum(rd.truncated), "workspace_tokens": rd.workspace_tokens,
-        })
+        rounds.append(
+            {
+                "round": rd.round,
+                "width": rd.width,
+                "answers": [_short(a) for a in rd.answers],
+                "correct": corr,
+                "draft_accuracy": sum(corr) / len(corr) if corr else None,
+                "truncated": sum(rd.truncated),
+                "workspace_tokens": rd.workspace_tokens,
+            }
+        )
     row["rounds"] = rounds
     if outcome.notes:
         row["notes"] = outcome.notes
     return row
+
+
+def outcome_trace(outcome: Outcome, problem: Problem, row: dict[str, Any]) -> dict[str, Any]:
+    """The traces.jsonl entry of one problem-sample: its calls and workspaces, with its row's verdict."""
+    return {
+        "problem_id": problem.id,
+        "sample": outcome.sample,
+        "problem": problem.problem,
+        "gold": problem.answer,
+        "status": row["status"],
+        "answer": row.get("answer"),
+        "calls": outcome.trace,
+        "workspaces": outcome.state.workspaces_log if outcome.state else [],
+    }
 
 
 ANSWER_CHARS = 2000  # the grader rejects longer answers anyway; keep rows small (full text: traces)

@@ -1,23 +1,34 @@
 """`python -m pdr.run +experiment=NAME [overrides]` (and `-m` for a Hydra multirun sweep).
 
 The Hydra entry point: compose, validate (`OmegaConf.to_object` runs every schema check before
-any engine call), then hand the typed config to `pdr.runner.run`. Kept light: heavy modules load
-only once a run really starts, so `--cfg job` / `--help` answer fast.
+any engine call), then hand the typed config to `pdr.runner.run`. Kept light: the runner (numpy,
+the engines, tqdm) and mlflow are imported only once a run really starts, so `--cfg job` /
+`--help` answer fast (experiments/benchmarks/bench_startup.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import get_original_cwd
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pdr.config.schema import register_configs
 from pdr.config.secrets import is_secret_key
 from pdr.errors import ConfigError, PdrError, did_you_mean
+from pdr.tracking.callbacks import parent_run_for_job, tracking_uri_for
+from pdr.tracking.mlflow_run import ui_command
+
+if TYPE_CHECKING:
+    from pdr.config.schema import Config
+    from pdr.runner import RunResult
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("pdr")
@@ -48,10 +59,6 @@ def _check_unknown_keys(node: Any, path: str = "") -> None:
     """Reject keys that no schema declares. Hydra's `+key=value` can append to a structured node
     without complaint (and to_object then drops the value), so `+engine.timeout=5` would be
     silently ignored; this names it instead."""
-    import dataclasses
-
-    from omegaconf import DictConfig, ListConfig
-
     if isinstance(node, DictConfig):
         obj_type = OmegaConf.get_type(node)
         if obj_type is not None and dataclasses.is_dataclass(obj_type):
@@ -61,8 +68,10 @@ def _check_unknown_keys(node: Any, path: str = "") -> None:
                     where = f"{path}.{key}" if path else str(key)
                     hint = ""
                     if is_secret_key(str(key)):
-                        hint = (" (never put a credential in the config: export it and name the variable "
-                                "with engine.api_key_env=VAR)")
+                        hint = (
+                            " (never put a credential in the config: export it and name the variable "
+                            "with engine.api_key_env=VAR)"
+                        )
                     raise ConfigError(
                         f"{where}: unknown key{did_you_mean(str(key), fields)}{hint}; "
                         f"keys of {path or 'the config'}: {', '.join(sorted(fields))}"
@@ -89,13 +98,13 @@ def _fmt_int(x: float) -> str:
     return f"{x:,.0f}"
 
 
-def format_report(result: Any, cfg: Any) -> str:
+def format_report(result: RunResult, cfg: Config) -> str:
     m = result.summary
     sim = cfg.engine.name == "sim"
     lines = [
         "",
         f"pdr: {cfg.strategy.name} on {cfg.dataset.name} with engine={cfg.engine.name}"
-        f" (model {(getattr(result, 'info', None) or {}).get('model') or cfg.engine.model})"
+        f" (model {result.info.get('model') or cfg.engine.model})"
         + ("  [SIMULATED engine: these are not a model's results]" if sim else ""),
     ]
     if not m:
@@ -106,15 +115,21 @@ def format_report(result: Any, cfg: Any) -> str:
         f"  accuracy      {m['accuracy']:.3f}  [{m['accuracy_ci_low']:.3f}, {m['accuracy_ci_high']:.3f}] {level}% CI"
         f"   (mean@{cfg.samples} over {int(m['problems'])} problems)"
     )
-    statuses = " · ".join(f"{s} {round(m[f'frac_{s}'] * m['problem_samples'])}"
-                          for s in ("correct", "wrong", "no_answer", "truncated", "error"))
+    statuses = " · ".join(
+        f"{s} {round(m[f'frac_{s}'] * m['problem_samples'])}"
+        for s in ("correct", "wrong", "no_answer", "truncated", "error")
+    )
     lines.append(f"  status        {statuses}")
     lines.append(
         f"  seq tokens    {_fmt_int(m['seq_tokens'])} (output {_fmt_int(m['seq_output_tokens'])})"
         f"   total tokens {_fmt_int(m['total_tokens'])} (output {_fmt_int(m['total_output_tokens'])})   [means per problem-sample]"
     )
     lines.append(f"  max context   {_fmt_int(m.get('max_context_tokens', 0))} tokens")
-    rounds = sorted((int(k.split("_")[1]), v) for k, v in m.items() if k.startswith("round_") and k.endswith("_draft_accuracy"))
+    rounds = sorted(
+        (int(k.split("_")[1]), v)
+        for k, v in m.items()
+        if k.startswith("round_") and k.endswith("_draft_accuracy")
+    )
     if len(rounds) > 1:
         lines.append("  draft acc     " + " -> ".join(f"r{r} {v:.2f}" for r, v in rounds))
     calls = f"{_fmt_int(m.get('engine_calls_sent', 0))} engine calls"
@@ -130,8 +145,6 @@ def format_report(result: Any, cfg: Any) -> str:
     if result.resumed_rows:
         lines.append(f"resumed:  kept {result.resumed_rows} finished problem-samples from the earlier run")
     if result.mlflow_run_id:
-        from pdr.tracking.mlflow_run import ui_command
-
         lines.append(f"MLflow:   run {result.mlflow_run_id} in experiment '{cfg.tracking.experiment}'")
         lines.append(f"open it:  {ui_command(result.tracking_uri)}   (then http://127.0.0.1:5000)")
     return "\n".join(lines)
@@ -139,10 +152,6 @@ def format_report(result: Any, cfg: Any) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _main(dcfg: DictConfig) -> float | None:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from hydra.utils import get_original_cwd
-
     try:
         _check_unknown_keys(dcfg)
         cfg = OmegaConf.to_object(dcfg)
@@ -156,7 +165,10 @@ def _main(dcfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     run_dir = Path(cfg.output_dir) if cfg.output_dir else Path(hc.runtime.output_dir)
     launch_dir = Path(get_original_cwd())
-    from pdr.runner import config_dict, find_resumable, run, run_key
+    # Here, not at the top: they load numpy, the engines and the grader, which `--cfg job` and
+    # `--help` do not need.
+    from pdr.results import config_dict, find_resumable, run_key
+    from pdr.runner import run
 
     if cfg.resume and not cfg.output_dir:
         found = find_resumable([launch_dir / "outputs", launch_dir / "multirun"], run_key(config_dict(cfg)))
@@ -165,10 +177,9 @@ def _main(dcfg: DictConfig) -> float | None:
             run_dir = found
     if cfg.tracking.enabled and cfg.tracking.parent_run_id is None and hc.mode == RunMode.MULTIRUN:
         # A sweep job: nest under the sweep's parent run (written by pdr.tracking.callbacks).
-        from pdr.tracking.callbacks import parent_run_for_job, tracking_uri_for
-
         cfg.tracking.parent_run_id = parent_run_for_job(
-            launch_dir / hc.sweep.dir, tracking_uri_for(cfg.tracking.uri, launch_dir), cfg.tracking.experiment)
+            launch_dir / hc.sweep.dir, tracking_uri_for(cfg.tracking.uri, launch_dir), cfg.tracking.experiment
+        )
     extra_tags = {}
     try:
         extra_tags["overrides"] = " ".join(hc.overrides.task)[:5000]

@@ -4,14 +4,19 @@ Accuracy is mean@samples: the mean over problems of each problem's mean correctn
 samples (the paper's mean@16). Its confidence interval is a problem-level bootstrap: problems,
 not (problem, sample) pairs, are resampled, because samples of one problem are not independent
 (one AIME problem is 3.3 points).
+
+The bootstraps run on numpy but draw exactly what `random.Random(seed).randrange(n)` would, in the
+same order, and add up each resample left to right as `sum()` does: the intervals are those of the
+pure-Python version, bit for bit, at a fraction of the cost (~8x).
 """
 
 from __future__ import annotations
 
-import random
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 STATUSES = ("correct", "wrong", "no_answer", "truncated", "error")
 
@@ -23,21 +28,23 @@ def per_problem_accuracy(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     return {pid: sum(v) / len(v) for pid, v in by_problem.items()}
 
 
-def bootstrap_ci(values: Sequence[float], n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float], n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean of `values` (one value per problem)."""
     if not values:
         return (float("nan"), float("nan"))
     if len(values) == 1:
         return (values[0], values[0])
-    rng = random.Random(seed)
-    n = len(values)
-    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
+    means = np.sort(_resample_sums(values, n_boot, seed) / len(values))
     lo = means[int((1 - level) / 2 * (n_boot - 1))]
     hi = means[int((1 + level) / 2 * (n_boot - 1))]
-    return (lo, hi)
+    return (float(lo), float(hi))
 
 
-def paired_bootstrap(a: Mapping[str, float], b: Mapping[str, float], n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict[str, float]:
+def paired_bootstrap(
+    a: Mapping[str, float], b: Mapping[str, float], n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> dict[str, float]:
     """Difference of mean accuracy (a - b) over the problems both have, with a problem-level
     paired bootstrap CI and the fraction of resamples where a <= b (a one-sided p-value)."""
     common = sorted(set(a) & set(b))
@@ -45,13 +52,51 @@ def paired_bootstrap(a: Mapping[str, float], b: Mapping[str, float], n_boot: int
         raise ValueError("the two runs share no problems")
     diffs = [a[p] - b[p] for p in common]
     lo, hi = bootstrap_ci(diffs, n_boot, level, seed)
-    rng = random.Random(seed + 1)
     n = len(diffs)
-    le = sum(1 for _ in range(n_boot) if sum(diffs[rng.randrange(n)] for _ in range(n)) <= 0)
+    le = int(np.count_nonzero(_resample_sums(diffs, n_boot, seed + 1) <= 0))
     return {"diff": sum(diffs) / n, "ci_low": lo, "ci_high": hi, "p_a_le_b": le / n_boot, "problems": n}
 
 
-def summarize(rows: Sequence[Mapping[str, Any]], n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict[str, float]:
+def _resample_sums(values: Sequence[float], n_boot: int, seed: int) -> np.ndarray:
+    """The sums of `n_boot` resamples (with replacement, each of len(values)) of `values`: the
+    indices `random.Random(seed).randrange(n)` draws, resample after resample, each resample
+    summed left to right (as `sum()` does, so that the floats are the same)."""
+    n = len(values)
+    idx = _randrange_draws(seed, n, n_boot * n).reshape(n_boot, n)
+    picked = np.asarray(values, dtype=np.float64)[idx]
+    sums = np.zeros(n_boot)
+    for j in range(n):  # column by column: numpy's row sum would add in another order
+        sums += picked[:, j]
+    return sums
+
+
+def _randrange_draws(seed: int, n: int, count: int) -> np.ndarray:
+    """The first `count` values of `random.Random(seed).randrange(n)`, computed with numpy.
+
+    CPython seeds its Mersenne Twister with init_by_array over the 32-bit words of abs(seed) (as
+    numpy's legacy RandomState does given an array), and draws randrange(n) by rejection: k =
+    n.bit_length() top bits of one 32-bit output, redrawn while >= n.
+    """
+    seed = abs(seed)
+    key = [(seed >> s) & 0xFFFFFFFF for s in range(0, max(seed.bit_length(), 1), 32)]
+    rs = np.random.RandomState(key)  # a list: init_by_array, as CPython (an int would not be)
+    k = n.bit_length()
+    parts: list[np.ndarray] = []
+    have = 0
+    while have < count:
+        want = count - have
+        raw = rs.randint(
+            0, 1 << 32, size=want * (1 << k) // n + 64, dtype=np.uint64
+        )  # expected acceptance n/2^k
+        accepted = (raw >> (32 - k))[(raw >> (32 - k)) < n]
+        parts.append(accepted[:want])
+        have += min(want, len(accepted))
+    return np.concatenate(parts).astype(np.intp)
+
+
+def summarize(
+    rows: Sequence[Mapping[str, Any]], n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> dict[str, float]:
     """The run's metrics (names as logged to MLflow). Token metrics are means per problem-sample."""
     if not rows:
         return {}
@@ -68,8 +113,17 @@ def summarize(rows: Sequence[Mapping[str, Any]], n_boot: int = 2000, level: floa
     }
     for s in STATUSES:
         out[f"frac_{s}"] = sum(1 for r in rows if r["status"] == s) / n
-    for key in ("seq_tokens", "total_tokens", "seq_output_tokens", "total_output_tokens", "cached_tokens",
-                "prompt_tokens", "completion_tokens", "engine_calls", "wall_s"):
+    for key in (
+        "seq_tokens",
+        "total_tokens",
+        "seq_output_tokens",
+        "total_output_tokens",
+        "cached_tokens",
+        "prompt_tokens",
+        "completion_tokens",
+        "engine_calls",
+        "wall_s",
+    ):
         vals = [float(r[key]) for r in rows if r.get(key) is not None]
         if vals:
             out[key if key != "wall_s" else "problem_wall_s"] = sum(vals) / len(vals)

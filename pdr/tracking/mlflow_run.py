@@ -1,6 +1,10 @@
-"""MLflow run lifecycle. The only module that imports mlflow (lazily, when a run starts).
+"""The MLflow run of one `pdr.run` job: start (or continue) it, log to it, end it.
 
-One MLflow run per `pdr.run` job: params = the flattened resolved config (scalars, dotted keys;
+mlflow is imported only inside pdr.tracking (here, in callbacks.py for sweeps and in store.py for
+reading runs back), and lazily, when a run is really logged: `import mlflow` costs ~1.5 s, which
+`python -m pdr.run ... --cfg job` and runs with `tracking.enabled=false` must not pay.
+
+One MLflow run per job: params = the flattened resolved config (scalars, dotted keys;
 secrets and long prompt texts left out: the whole config is an artifact), tags = engine, model,
 dataset, strategy, git commit, run key, `simulated=true` for engine=sim; metrics = summary.json's.
 A multirun job's run is a child of the sweep's parent run via `parent_run_id` (never through
@@ -10,13 +14,18 @@ MLFLOW_RUN_ID, which would make the first child overwrite the parent).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import subprocess
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pdr.config.secrets import is_secret_key
+
+if TYPE_CHECKING:
+    from pdr.config.schema import Config
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +64,11 @@ def loggable_params(config: Mapping[str, Any]) -> dict[str, str]:
 def git_commit(path: Path | None = None) -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=path or Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "HEAD"],
+            cwd=path or Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
         return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
@@ -109,13 +122,14 @@ class MlflowRun:
             self.client.set_tag(self.run_id, k, v)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        import math
-        import time
-
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        items = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
+        items = [
+            Metric(k, float(v), ts, step or 0)
+            for k, v in metrics.items()
+            if v is not None and math.isfinite(float(v))
+        ]
         for i in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
 
@@ -128,6 +142,71 @@ class MlflowRun:
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
+
+
+def start_tracking(
+    cfg: Config,
+    config: Mapping[str, Any],
+    *,
+    run_key: str,
+    graph: str,
+    simulated: bool,
+    run_dir: Path,
+    launch_dir: Path,
+    extra_tags: Mapping[str, str] | None,
+    resume_from: Mapping[str, Any],
+    attempt: int,
+) -> MlflowRun | None:
+    """The MLflow run of this job, or None (`tracking.enabled=false`).
+
+    `config` is the resolved config as plain data (logged as params), `graph` the strategy graph's
+    description, `resume_from` the run.json of the earlier attempt ({} for a new run): with
+    `resume=true` its MLflow run is continued if it is in the same store; else a new run is created.
+    """
+    if not cfg.tracking.enabled:
+        return None
+    tracking_uri = cfg.tracking.uri or default_tracking_uri(launch_dir)
+    tags = {
+        "engine": cfg.engine.name,
+        "model": cfg.engine.model,
+        "dataset": cfg.dataset.name,
+        "strategy": cfg.strategy.name,
+        "graph": graph[:5000],
+        "git_commit": git_commit(),
+        "run_key": run_key,
+        "simulated": "true" if simulated else "false",
+        "run_dir": str(run_dir.resolve()),
+    }
+    if cfg.notes:
+        tags["notes"] = cfg.notes
+    tags.update(extra_tags or {})
+    artifact_root = launch_dir / "mlartifacts" if tracking_uri.startswith("sqlite:") else None
+    resume_id = (
+        resume_from.get("mlflow_run_id")
+        if cfg.resume and resume_from.get("tracking_uri") == tracking_uri
+        else None
+    )
+
+    def make(resume_run_id: str | None) -> MlflowRun:
+        return MlflowRun(
+            tracking_uri,
+            cfg.tracking.experiment,
+            cfg.tracking.run_name,
+            loggable_params(config),
+            tags,
+            parent_run_id=cfg.tracking.parent_run_id,
+            resume_run_id=resume_run_id,
+            artifact_root=artifact_root,
+        )
+
+    if resume_id:
+        try:
+            tracker = make(resume_id)
+            log.info("resume: continuing MLflow run %s (attempt %d)", resume_id, attempt)
+            return tracker
+        except Exception as exc:  # noqa: BLE001 - mlflow's exception types stay inside pdr.tracking
+            log.warning("MLflow run %s could not be resumed (%s); starting a new MLflow run", resume_id, exc)
+    return make(None)
 
 
 def ensure_experiment(client: Any, name: str, artifact_root: Path | None = None) -> str:

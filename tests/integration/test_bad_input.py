@@ -121,7 +121,7 @@ def cases(tmp_path_factory):
             )
         results = {}
         for name, (proc, cwd) in procs.items():
-            out, err = proc.communicate(timeout=120)
+            out, err = proc.communicate(timeout=600)
             results[name] = (proc.returncode, out, err, cwd)
         results["_generate_requests"] = (keyed.count("/generate"), small.count("/generate"))
     return results

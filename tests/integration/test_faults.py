@@ -1,6 +1,9 @@
 """Faults end to end: server errors, resets, hangs, a server restart mid-run, persistent failure,
 stalls, unexpected exceptions and pathological answers. Each run completes, or fails clearly with
-every finished row kept and a resume that completes it."""
+every finished row kept and a resume that completes it.
+
+No assertion here reads a stopwatch: what a fault costs is checked by counting requests and rows,
+and the only time limits are hang guards far above any machine's run time (HANG_GUARD_S)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from tests.conftest import compose_object
 from tests.fakes.fake_sglang import FakeSGLangServer
 
 BASE = ["+experiment=quickstart", "progress=false", "tracking.enabled=false", "cache.mode=off"]
+# A run that has not ended after this long hangs (they all take seconds).
+HANG_GUARD_S = 300.0
 
 
 def _sglang_cfg(url: str, **kw) -> SGLangEngineConfig:
@@ -40,14 +45,17 @@ def _cfg(engine_cfg=None, extra: list[str] | None = None):
     return cfg
 
 
-def _wait_rows(run_dir: Path, n: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
+async def _rows_on_disk(run_dir: Path, n: int) -> None:
+    """Wait (on the run's event loop) until `n` finished rows are in run_dir's results.jsonl."""
+    import asyncio
+
     path = run_dir / "results.jsonl"
+    deadline = time.monotonic() + HANG_GUARD_S
     while time.monotonic() < deadline:
-        if path.exists() and len(path.read_text().splitlines()) >= n:
+        if path.exists() and sum('"status": "error"' not in x for x in path.read_text().splitlines()) >= n:
             return
-        time.sleep(0.01)
-    raise AssertionError(f"{path}: fewer than {n} rows after {timeout} s")
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{path}: fewer than {n} finished rows after {HANG_GUARD_S} s")
 
 
 def test_503s_resets_and_hangs_are_retried_and_the_run_completes(tmp_path):
@@ -57,14 +65,12 @@ def test_503s_resets_and_hangs_are_retried_and_the_run_completes(tmp_path):
         srv.fail_next(3, status=503)
         srv.reset_next(2)
         srv.hang_next(1, seconds=5)  # past engine.timeout_s=1: the client times out and retries
-        started = time.monotonic()
         result = run(_cfg(_sglang_cfg(srv.url), ["samples=1"]), tmp_path)
-        wall = time.monotonic() - started
         generate_requests = srv.count("/generate")
     assert len(result.rows) == 12 and not [r for r in result.rows if r["status"] == "error"]
-    # Each injected fault cost exactly one extra request; nothing else was repeated.
+    # Each injected fault cost exactly one extra request (the hang too: cut by the client's
+    # timeout, not waited out); nothing else was repeated.
     assert generate_requests == result.summary["engine_calls_sent"] + 6
-    assert wall < 20
     assert not (tmp_path / "errors.jsonl").exists()
 
 
@@ -83,11 +89,14 @@ def test_server_restart_in_the_middle_of_a_run(tmp_path):
         time.sleep(0.5)
         restarted.append(FakeSGLangServer(port=port, latency_base_ms=10).start())
 
+    # 12 retries back off >= 2.4 s in all (base 0.05 s doubling to 0.5 s, equal jitter): the
+    # restart (0.5 s down + the new server's start) is ridden out even on a slow, loaded machine.
+
     t = threading.Thread(target=restart, daemon=True)
     t.start()
     try:
         # max_concurrency=4 keeps the run going long enough for the restart to land mid-run.
-        result = run(_cfg(_sglang_cfg(srv.url, max_retries=6, max_concurrency=4)), tmp_path)
+        result = run(_cfg(_sglang_cfg(srv.url, max_retries=12, max_concurrency=4)), tmp_path)
     finally:
         t.join(timeout=30)
         for s in (srv, *restarted):
@@ -96,13 +105,13 @@ def test_server_restart_in_the_middle_of_a_run(tmp_path):
     assert len(result.rows) == 48 and not [r for r in result.rows if r["status"] == "error"]
 
 
-def test_persistent_failure_fails_clearly_keeps_rows_and_resume_completes(tmp_path):
+def test_persistent_failure_fails_clearly_keeps_rows_and_resume_completes(tmp_path, monkeypatch):
     """Above engine.max_error_rate the run fails, says how to resume, keeps every finished row;
     MLflow shows FAILED, then the resumed run continues the same MLflow run to FINISHED."""
     from mlflow.tracking import MlflowClient
 
     from pdr.data import load_problems
-    from pdr.evaluation import grade
+    from pdr.engines.sglang import SGLangEngine
     from pdr.runner import RunFailed, run
     from tests.fakes.fake_sglang import _Abort
 
@@ -111,10 +120,18 @@ def test_persistent_failure_fails_clearly_keeps_rows_and_resume_completes(tmp_pa
     extra = ["tracking.enabled=true", f"tracking.uri={uri}", "samples=2"]
     cfg = _cfg(extra=extra)
     # Three problems (6 of 24 problem-samples, above the 20% allowed) hit a persistent 503.
-    # Their errors arrive only after the client's retries (~1.5 s), when the healthy
-    # problem-samples have finished: those rows must survive the failure.
-    failing = [p.problem for p in load_problems(cfg.dataset)][1:4]
+    # Their first calls wait until the 18 healthy problem-samples' rows are on disk (whatever the
+    # machine's speed): those rows must survive the failure.
+    problems = load_problems(cfg.dataset)
+    failing = [p.problem for p in problems][1:4]
+    failing_ids = {p.id for p in problems[1:4]}
     outage = {"on": True}
+    real_generate = SGLangEngine._generate
+
+    async def after_the_healthy_rows(self, request):  # noqa: ANN001
+        if outage["on"] and request.tag.problem_id in failing_ids:
+            await _rows_on_disk(run_dir, 18)
+        return await real_generate(self, request)
 
     def answer(prompt: str, index: int) -> str | None:
         if outage["on"] and any(text in prompt for text in failing):
@@ -123,7 +140,7 @@ def test_persistent_failure_fails_clearly_keeps_rows_and_resume_completes(tmp_pa
             )
         return None
 
-    grade("\\boxed{1}", "1")  # the grading worker is up before the clock starts
+    monkeypatch.setattr(SGLangEngine, "_generate", after_the_healthy_rows)
     slow_retries = dict(max_retries=2, retry_backoff_s=0.5, retry_backoff_max_s=1.0, max_error_rate=0.2)
     with FakeSGLangServer(latency_base_ms=10, answer_fn=answer) as srv:
         with pytest.raises(RunFailed) as err:
@@ -134,8 +151,7 @@ def test_persistent_failure_fails_clearly_keeps_rows_and_resume_completes(tmp_pa
 
         rows = [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines()]
         finished = {(r["problem_id"], r["sample"]) for r in rows if r["status"] != "error"}
-        # The healthy problem-samples finished (~0.3 s) before the failing ones gave up (~1.5 s).
-        assert len(finished) >= 12
+        assert len(finished) == 18  # every healthy problem-sample, kept through the failure
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["status"] == "FAILED" and summary["failure"] == msg
         errs = summary["errors"]
@@ -184,7 +200,7 @@ def test_a_call_that_never_returns_fails_the_run_as_a_stall(tmp_path, monkeypatc
     started = time.monotonic()
     with pytest.raises(RunFailed, match=r"StallTimeout.*resume=true"):
         run(_cfg(extra=["samples=1"]), tmp_path)
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < HANG_GUARD_S  # it ended (the hang lasts an hour)
     rows = (tmp_path / "results.jsonl").read_text().splitlines()
     assert len(rows) == 11  # every other problem finished and is kept
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "FAILED"
@@ -208,13 +224,14 @@ def test_a_stuck_grader_fails_the_run_as_a_stall_instead_of_hanging(tmp_path, mo
     # Integer answers are decided inline by the fast path; force every check to the (stuck) grader.
     monkeypatch.setattr(pdr.evaluation.grading, "fast_grade", lambda response, gold: None)
     monkeypatch.setenv("PDR_STALL_TIMEOUT_S", "1")
-    started = time.monotonic()
+    # The grading worker up first: its start-up (seconds on a loaded machine, with no engine call
+    # outstanding) must not count as the stall this test is about.
+    pdr.evaluation.warm_up(1)
     try:
         with pytest.raises(RunFailed, match=r"StallTimeout.*grading is stuck"):
             run(_cfg(extra=["samples=1"]), tmp_path)
     finally:
         release.set()
-    assert time.monotonic() - started < 15
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 11
 
 
@@ -268,8 +285,7 @@ def test_grading_pathological_answers_never_hangs_nor_crashes_the_run(tmp_path, 
     result = run(
         _cfg(extra=["samples=1", "dataset.limit=4", "grading.timeout_s=0.5", "strategy.widths=[3]"]), tmp_path
     )
-    wall = time.monotonic() - started
-    assert wall < 60
+    assert time.monotonic() - started < HANG_GUARD_S
     assert len(result.rows) == 4
     for r in result.rows:
         assert r["status"] in ("wrong", "no_answer", "truncated"), r["status"]

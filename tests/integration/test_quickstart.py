@@ -18,7 +18,7 @@ STATUSES = {"correct", "wrong", "no_answer", "truncated", "error"}
 def quickstart(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("qs")
     proc = subprocess.run([sys.executable, "-m", "pdr.run", "+experiment=quickstart"], cwd=cwd,
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return cwd, proc
 

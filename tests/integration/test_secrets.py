@@ -49,7 +49,7 @@ def test_planted_api_key_is_used_but_never_recorded(tmp_path, engine):
             env=env,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=600,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         route = "/generate" if engine == "sglang" else "/v1/chat/completions"

@@ -1,20 +1,20 @@
-"""The runner's grading and bookkeeping on the event loop (pdr.runner): the inline fast paths, one
-math-verify check per distinct answer in flight, failures kept per answer, and finished
-problem-samples released as soon as their rows are handed to the writer."""
+"""The run's grading and bookkeeping on the event loop (pdr.evaluation.orchestrate, pdr.runner): the
+inline fast paths, one math-verify check per distinct answer in flight, failures kept per answer,
+and finished problem-samples released as soon as their rows are handed to the writer."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import time
-from types import SimpleNamespace
 
 import pdr.evaluation
+from pdr.config.schema import GradingConfig
 from pdr.evaluation import Grade, Grader
-from pdr.runner import _Grading
+from pdr.evaluation.orchestrate import Grading, may_need_math_verify
 from tests.conftest import compose_object
 
-CFG = SimpleNamespace(grading=SimpleNamespace(timeout_s=5.0, workers=1))
+CFG = GradingConfig(timeout_s=5.0, workers=1)
 
 
 def test_fast_grade_is_grade_many_when_it_decides():
@@ -52,13 +52,12 @@ def test_inline_answers_never_reach_a_thread_and_identical_checks_are_shared(mon
         return [Grade(True, "correct", "x = 42", None, "math_verify") for _ in pairs]
 
     monkeypatch.setattr(pdr.evaluation, "grade_many", grade_many)
-    problem = SimpleNamespace(id="p1", answer="42")
 
     async def main() -> tuple[dict, dict]:
-        grading = _Grading(CFG)
+        grading = Grading(CFG)
         try:
             return await asyncio.gather(
-                grading.grade(problem, ["41", "42", "x = 42"]), grading.grade(problem, ["x = 42"])
+                grading.grade("p1", "42", ["41", "42", "x = 42"]), grading.grade("p1", "42", ["x = 42"])
             )
         finally:
             grading.close()
@@ -77,9 +76,9 @@ def test_a_grading_failure_grades_only_its_answers_wrong(monkeypatch):
     monkeypatch.setattr(pdr.evaluation, "grade_many", grade_many)
 
     async def main() -> dict:
-        grading = _Grading(CFG)
+        grading = Grading(CFG)
         try:
-            return await grading.grade(SimpleNamespace(id="p1", answer="42"), ["42", "x = 42"])
+            return await grading.grade("p1", "42", ["42", "x = 42"])
         finally:
             grading.close()
 
@@ -90,6 +89,12 @@ def test_a_grading_failure_grades_only_its_answers_wrong(monkeypatch):
     assert failed.correct is False and failed.status == "wrong"
 
 
+def test_grading_workers_are_warmed_up_only_for_non_integer_gold_answers():
+    assert not may_need_math_verify(["42", " -7 ", "+3"])
+    assert may_need_math_verify(["42", "\\frac{1}{2}"])
+    assert not may_need_math_verify([])
+
+
 def test_finished_problem_samples_are_not_kept_until_the_end(tmp_path, monkeypatch):
     """Problem-samples finishing one after another (one call at a time): when a row is handed to
     the writer, the earlier rows' traces are gone; memory follows what is in flight, not the run."""
@@ -97,6 +102,7 @@ def test_finished_problem_samples_are_not_kept_until_the_end(tmp_path, monkeypat
     from pdr.runner import run
 
     def alive_traces() -> int:
+        gc.collect()  # count what is still referenced, not garbage the collector has not reached yet
         return sum(1 for o in gc.get_objects() if type(o) is dict and "workspaces" in o and "gold" in o)
 
     seen: list[int] = []

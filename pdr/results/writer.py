@@ -1,15 +1,8 @@
-"""The run directory's files, written incrementally and durably.
+"""results.jsonl, traces.jsonl and errors.jsonl, written incrementally and durably.
 
-- results.jsonl: one row per finished (problem, sample), appended, flushed and fsync'ed by a
-  writer thread as rows finish (rows finishing together share one fsync); a crash (even SIGKILL)
-  loses only the rows not yet written (normally those of the last few milliseconds), whose
-  problem-samples a resume re-runs.
-- traces.jsonl: the full trace of each problem-sample (prompts, drafts, workspaces, outputs).
-- errors.jsonl: every error row of every attempt (a resume re-runs error rows, so results.jsonl's
-  final rows may no longer show an error that happened): problem, sample, type, message, attempt.
-- calls.sqlite: the call journal (pdr.engines.cache), for resume without re-sending calls.
-- summary.json: metrics and the resolved config, written at the end.
-- run.json: the run's identity (run key, MLflow run id), for resume.
+Rows are appended, flushed and fsync'ed by a writer thread as they finish (rows finishing together
+share one fsync); a crash (even SIGKILL) loses only the rows not yet written (normally those of the
+last few milliseconds), whose problem-samples a resume re-runs. The files: `pdr.results.files`.
 """
 
 from __future__ import annotations
@@ -20,37 +13,13 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from pdr.results.files import ERRORS, RESULTS, TRACES
+
 log = logging.getLogger(__name__)
-
-RESULTS = "results.jsonl"
-TRACES = "traces.jsonl"
-SUMMARY = "summary.json"
-ERRORS = "errors.jsonl"
-JOURNAL = "calls.sqlite"  # the run's call journal (pdr.engines.cache)
-RUN_INFO = "run.json"
-
-
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL file; a torn last line (a crash mid-write) is skipped with a warning."""
-    if not path.exists():
-        return
-    with path.open(encoding="utf-8") as f:
-        lines = f.readlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                log.warning("%s: ignoring a torn last line (an interrupted write)", path)
-            else:
-                raise
-
 
 _STOP = object()  # the writer thread's last item
 
@@ -99,12 +68,6 @@ class ResultsWriter:
                 return
             cut = data.rfind(b"\n") + 1
             f.truncate(cut)
-
-    def existing_rows(self) -> list[dict[str, Any]]:
-        """The rows on disk, after everything queued so far is written."""
-        self.flush()
-        self._raise_failure()
-        return list(read_jsonl(self.run_dir / RESULTS))
 
     def write(
         self,
@@ -203,17 +166,3 @@ class ResultsWriter:
                 self.on_durable(len(rows))
             except Exception:  # noqa: BLE001 - a progress callback must not stop the writing
                 log.exception("results writer: on_durable callback failed")
-
-
-def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def final_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (problem, sample): the last written wins (a resumed run may retry errors)."""
-    latest: dict[tuple[str, int], dict[str, Any]] = {}
-    for r in rows:
-        latest[(str(r["problem_id"]), int(r["sample"]))] = r
-    return list(latest.values())

@@ -1,0 +1,66 @@
+"""The files of a run directory, and how they are read and replaced.
+
+- results.jsonl: one row per finished (problem, sample), appended and fsync'ed as rows finish
+  (`pdr.results.writer`); a resumed run may append a newer row for a (problem, sample): the last wins.
+- traces.jsonl: the full trace of each problem-sample (prompts, drafts, workspaces, outputs).
+- errors.jsonl: every error row of every attempt (a resume re-runs error rows, so results.jsonl's
+  final rows may no longer show an error that happened): problem, sample, type, message, attempt.
+- calls.sqlite: the call journal (pdr.engines.cache), for resume without re-sending calls.
+- summary.json: metrics and the resolved config, written at the end (`pdr.results.summary`).
+- run.json: the run's identity (run key, MLflow run id), for resume (`pdr.results.rundir`).
+- config.json: the resolved config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RESULTS = "results.jsonl"
+TRACES = "traces.jsonl"
+SUMMARY = "summary.json"
+ERRORS = "errors.jsonl"
+JOURNAL = "calls.sqlite"  # the run's call journal (pdr.engines.cache)
+RUN_INFO = "run.json"
+CONFIG = "config.json"
+# What a run logs as MLflow artifacts (besides Hydra's files and the trace viewer).
+ARTIFACTS = (RESULTS, SUMMARY, CONFIG, TRACES, ERRORS)
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows of a JSONL file; a torn last line (a crash mid-write) is skipped with a warning."""
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8") as f:
+        lines = f.readlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                log.warning("%s: ignoring a torn last line (an interrupted write)", path)
+            else:
+                raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Replace `path` atomically (write a temporary file, then rename)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def final_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (problem, sample): the last written wins (a resumed run may retry errors)."""
+    latest: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in rows:
+        latest[(str(r["problem_id"]), int(r["sample"]))] = r
+    return list(latest.values())
