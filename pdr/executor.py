@@ -137,9 +137,8 @@ class Executor:
         self.seed = seed
         self.extract = extract
         self.keep_trace = keep_trace
-        # Only the sim engine counts tokens today; the others are approximated. (Once the Engine
-        # protocol carries count_tokens, this becomes `engine.count_tokens`.)
-        self.count_tokens: Callable[[str], int] = getattr(engine, "count_tokens", None) or _approx_tokens
+        # The engine's own counter (the sim counts exactly; HTTP engines estimate unless they know better).
+        self.count_tokens: Callable[[str], int] = engine.count_tokens
 
     async def run_one(self, problem: Problem, sample: int) -> Outcome:
         """Run the graph for one (problem, sample). An EngineError fails only this problem-sample
@@ -248,11 +247,6 @@ class Executor:
                 trace=trace,
                 notes=dict(ctx.notes),
             )
-
-
-def _approx_tokens(text: str) -> int:
-    # Without the model's tokenizer: ~4 characters per token for English and LaTeX.
-    return max(1, (len(text) + 3) // 4)
 
 
 def outcome_row(

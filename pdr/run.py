@@ -23,6 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from pdr.config.schema import register_configs
 from pdr.config.secrets import is_secret_key
 from pdr.errors import ConfigError, PdrError, did_you_mean
+from pdr.strategies.graph import compile_graph
 from pdr.tracking.callbacks import parent_run_for_job, tracking_uri_for
 from pdr.tracking.mlflow_run import ui_command
 
@@ -155,6 +156,7 @@ def _main(dcfg: DictConfig) -> float | None:
     try:
         _check_unknown_keys(dcfg)
         cfg = OmegaConf.to_object(dcfg)
+        compile_graph(cfg.strategy)  # the graph's own checks (k, widths, kappa, ops), before any work
     except Exception as exc:  # noqa: BLE001 - OmegaConf wraps errors raised in __post_init__
         err = _config_error(exc)
         if err is None:
