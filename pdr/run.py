@@ -164,8 +164,8 @@ def _main(dcfg: DictConfig) -> float | None:
             log.info("resuming %s", found)
             run_dir = found
     if cfg.tracking.enabled and cfg.tracking.parent_run_id is None and hc.mode == RunMode.MULTIRUN:
-        # A sweep job: nest under the sweep's parent run (written by pdr.tracking.callbacks).
-        from pdr.tracking.callbacks import parent_run_for_job, tracking_uri_for
+        # A sweep job: nest under the sweep's parent run (written by pdr.tracking.sweep).
+        from pdr.tracking.sweep import parent_run_for_job, tracking_uri_for
 
         cfg.tracking.parent_run_id = parent_run_for_job(
             launch_dir / hc.sweep.dir, tracking_uri_for(cfg.tracking.uri, launch_dir), cfg.tracking.experiment)

@@ -367,7 +367,7 @@ def run(
         if hydra_dir.is_dir():
             tracker.log_artifacts([hydra_dir], artifact_path="hydra")
         try:
-            from pdr.tracking.trace_view import write_trace_html
+            from pdr.review.trace_view import write_trace_html
 
             html = write_trace_html(run_dir)
             if html is not None:

@@ -128,7 +128,7 @@ def test_the_experiment_is_created_once(store):
 
 
 def test_parent_run_for_job_reads_the_sweep_file_and_refuses_another_store(tmp_path, monkeypatch):
-    from pdr.tracking.callbacks import PARENT_FILE, PARENT_FILE_ENV, parent_run_for_job
+    from pdr.tracking.sweep import PARENT_FILE, PARENT_FILE_ENV, parent_run_for_job
 
     monkeypatch.delenv(PARENT_FILE_ENV, raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -160,7 +160,7 @@ def test_slurm_and_local_parallel_launchers_compose():
     assert "submitit" in launcher.submitit_folder
     cfg = _compose(["+experiment=quickstart", "hydra/launcher=local_parallel"], hydra=True)
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 4
-    assert cfg.hydra.callbacks.mlflow_sweep._target_ == "pdr.tracking.callbacks.MlflowSweepCallback"
+    assert cfg.hydra.callbacks.mlflow_sweep._target_ == "pdr.review.sweep.MlflowSweepCallback"
     for name in ("slurm", "local_parallel"):
         lines = (CONF / "hydra" / "launcher" / f"{name}.yaml").read_text().splitlines()
         assert lines[0] == "# @package hydra.launcher" and lines[1].startswith("# python -m pdr.run -m ")

@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 import pandas as pd
 import pytest
 
-from pdr.report import SIMULATED_MARK, build_report, main, pareto_mask, pareto_table
+from pdr.review.report import SIMULATED_MARK, build_report, main, pareto_mask, pareto_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -82,7 +82,7 @@ def test_pareto_mask_keeps_exactly_the_non_dominated_points():
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
     """A load_runs-shaped DataFrame from a few synthetic runs (not simulated)."""
-    from pdr.tracking.store import derive_columns, runs_to_frame
+    from pdr.review.store import derive_columns, runs_to_frame
 
     df = runs_to_frame([])
     recs = []

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pdr.tracking.trace_view import FILENAME, choose, clip, write_trace_html
+from pdr.review.trace_view import FILENAME, choose, clip, write_trace_html
 
 EVIL = "<script>alert('x')</script> & \\boxed{1<2}"
 
