@@ -28,6 +28,7 @@ def sweep(tmp_path_factory) -> tuple[Path, str, str]:
     return st.cwd, st.uri, parent.info.run_id
 
 
+@pytest.mark.slow
 def test_cli_builds_plots_table_and_html_from_the_store(sweep, tmp_path, capsys):
     cwd, uri, _ = sweep
     out = tmp_path / "rep"
@@ -47,6 +48,7 @@ def test_cli_builds_plots_table_and_html_from_the_store(sweep, tmp_path, capsys)
     assert SIMULATED_MARK in md and md.count("\n| tiny |") == 4
 
 
+@pytest.mark.slow
 def test_report_for_a_parent_run_is_logged_to_it(sweep, tmp_path):
     _, uri, parent = sweep
     from mlflow.tracking import MlflowClient
@@ -63,6 +65,7 @@ def test_report_for_a_parent_run_is_logged_to_it(sweep, tmp_path):
             "report/pareto.csv"} <= logged
 
 
+@pytest.mark.slow
 def test_cli_errors_name_the_fix(sweep, capsys):
     _, uri, _ = sweep
     assert main(["--experiment", "nope", "--tracking-uri", uri]) == 2
