@@ -145,6 +145,46 @@ def test_parent_run_for_job_reads_the_sweep_file_and_refuses_another_store(tmp_p
     assert parent_run_for_job(other, uri, "e") == "abc"  # fallback when the sweep dir has no file
 
 
+@pytest.mark.slow  # ~15 s: a fresh MLflow store, two runs, the report's plots
+def test_sweep_callback_in_process_parent_children_summary_and_report(tmp_path, monkeypatch):
+    """The callback's whole cycle without a subprocess: parent run and file at the start, two jobs
+    nesting under it through the file, summary + report logged and the parent closed at the end."""
+    from omegaconf import OmegaConf
+
+    from pdr.review.sweep import MlflowSweepCallback
+    from pdr.runner import run
+    from pdr.tracking.store import client
+    from pdr.tracking.sweep import PARENT_FILE, PARENT_FILE_ENV, parent_run_for_job
+    from tests.conftest import compose_object
+
+    monkeypatch.chdir(tmp_path)  # the launch directory
+    monkeypatch.delenv(PARENT_FILE_ENV, raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep_dir = tmp_path / "multirun" / "s1"
+    job = ["+experiment=quickstart", "dataset.limit=2", "samples=1", "progress=false", f"tracking.uri={uri}"]
+    config = _compose([*job, f"hydra.sweep.dir={sweep_dir}"], hydra=True)
+    OmegaConf.set_readonly(config, False)
+    config.hydra.overrides.task = [*job, "strategy.widths=[2],[4,2]"]  # what the launcher sees
+
+    cb = MlflowSweepCallback()
+    cb.on_multirun_start(config)
+    parent_id = parent_run_for_job(sweep_dir, uri, "quickstart")
+    assert parent_id and (sweep_dir / PARENT_FILE).exists()
+    for i, widths in enumerate(("[2]", "[4,2]")):
+        cfg = compose_object([*job, f"strategy.widths={widths}", f"tracking.parent_run_id={parent_id}"])
+        run(cfg, sweep_dir / str(i), launch_dir=tmp_path)
+    cb.on_multirun_end(config)
+
+    parent = client(uri).get_run(parent_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["pdr.sweep_parent"] == "true"
+    assert parent.data.params["sweep.strategy.widths"] == "[2],[4,2]" and parent.data.params["sweep.jobs"] == "2"
+    assert parent.data.metrics["jobs"] == 2 and parent.data.metrics["jobs_finished"] == 2
+    assert parent.data.tags["simulated"] == "true"
+    report = {a.path for a in client(uri).list_artifacts(parent_id, "report")}
+    assert {"report/pareto.html", "report/pareto_seq_tokens.png", "report/pareto.csv"} <= report
+    assert (sweep_dir / "sweep_summary.json").exists()
+
+
 def _compose(overrides: list[str], hydra: bool = False):
     from hydra import compose, initialize_config_dir
 
