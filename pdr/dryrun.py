@@ -300,10 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.problems < 1 or args.samples < 1:
         p.error("--problems and --samples must be >= 1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from pdr.config.schema import register_configs
     from pdr.errors import PdrError
 
-    register_configs()
     overrides, dropped = _split_argv(rest)
     started = time.perf_counter()
     studies = [[f"+experiment={e}"] for e in args.experiments.split(",") if e] if args.experiments else [[]]
