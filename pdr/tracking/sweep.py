@@ -108,7 +108,7 @@ def start_parent_run(config: DictConfig) -> dict[str, Any] | None:
         log.info("tracking is off: no MLflow parent run for this sweep")
         return None
     from pdr.tracking.mlflow_run import ensure_experiment, git_commit
-    from pdr.tracking.store import client, with_store_retry
+    from pdr.tracking.store import client, log_params, with_store_retry
 
     launch_dir = Path.cwd()
     uri = tracking_uri_for(tracking.get("uri"), launch_dir)
@@ -145,15 +145,13 @@ def start_parent_run(config: DictConfig) -> dict[str, Any] | None:
     tags["mlflow.runName"] = name
     run = with_store_retry(c.create_run, exp_id, tags=tags, run_name=name)
     run_id = run.info.run_id
-    from mlflow.entities import Param
-
     # MLflow param names allow [\w\-. /] only (a swept `+experiment` has a "+").
-    params = [Param(re.sub(r"[^\w\-. /]", "_", f"sweep.{k}")[:250], ",".join(v)[:500]) for k, v in axes.items()]
+    params = {re.sub(r"[^\w\-. /]", "_", f"sweep.{k}")[:250]: ",".join(v)[:500] for k, v in axes.items()}
     n_jobs = 1
     for v in axes.values():
         n_jobs *= len(v)
-    params.append(Param("sweep.jobs", str(n_jobs)))
-    with_store_retry(c.log_batch, run_id, params=params[:100])
+    params["sweep.jobs"] = str(n_jobs)
+    log_params(uri, run_id, params)
 
     cfg_path = sweep_dir / "sweep_config.yaml"
     cfg_path.write_text(OmegaConf.to_yaml(config, resolve=False), encoding="utf-8")
