@@ -10,9 +10,9 @@ every job of the grid:
 
 1. composes its config with `engine=sim` and `tracking=off` forced (engine overrides of a real
    run, like `engine=sglang engine.url=...`, are dropped; `engine.*` settings of the sim are kept);
-2. runs the strategy graph on the sim engine for `--problems` problems spread evenly over the
-   dataset x `--samples` samples (the real prompts, fork widths, workspaces and budgets; no
-   grading, no files, no MLflow);
+2. runs it through `pdr.runner.run`, the path of a real run, into a temporary directory, for
+   `--problems` problems spread evenly over the dataset (`dataset.ids`) x `--samples` samples
+   (the real prompts, fork widths, workspaces and budgets; no MLflow, nothing kept);
 3. scales the measured means per problem-sample to the job's full size: dataset problems (after
    `dataset.limit`) x `samples`.
 
@@ -32,13 +32,13 @@ counts words as tokens (a real tokenizer gives ~1.3x more for English text). Wit
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
+import itertools
 import logging
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,30 +87,53 @@ def _split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     return keep, dropped
 
 
+def _compose(overrides: list[str], with_hydra: bool = False) -> Any:
+    """conf/config.yaml composed with `overrides` through Hydra's compose API (schemas registered)."""
+    from hydra import compose, initialize_config_dir
+
+    from pdr.config.schema import register_configs
+
+    register_configs()  # idempotent; without it the YAML's `*_schema` defaults do not resolve
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=with_hydra)
+
+
 def grid(overrides: list[str]) -> list[list[str]]:
     """The job override lists `python -m pdr.run -m OVERRIDES` would launch with the basic sweeper:
     the composed config's `hydra.sweeper.params`, then the command line (which wins per key)."""
-    from hydra import compose, initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parser = OverridesParser.create()
-    fixed = [a for a, o in zip(overrides, parser.parse_overrides(overrides), strict=True) if not o.is_sweep_override()]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        base = compose("config", overrides=fixed + _FORCED, return_hydra_config=True)
-    params = base.hydra.sweeper.params or {}
-    args = [f"{k}={v}" for k, v in params.items()] + list(overrides)
-    (batch,) = BasicSweeper.split_arguments(parser.parse_overrides(args), None)
-    return [list(job) for job in batch]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    fixed = [a for a, o in zip(overrides, parsed, strict=True) if not o.is_sweep_override()]
+    params = _compose(fixed + _FORCED, with_hydra=True).hydra.sweeper.params or {}
+    return expand([f"{k}={v}" for k, v in params.items()] + list(overrides))
+
+
+def expand(args: list[str]) -> list[list[str]]:
+    """The cartesian product of Hydra override strings, as the basic sweeper forms its jobs: one
+    axis per key in order of first appearance, a later override of a key replacing the earlier
+    one in place; `a=1,2` is a sweep, a plain `a=1` a single value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from pdr.errors import ConfigError
+
+    axes: dict[str, list[str]] = {}
+    for arg, ov in zip(args, OverridesParser.create().parse_overrides(args), strict=True):
+        key = ov.get_key_element()
+        if not ov.is_sweep_override():
+            axes[key] = [f"{key}={ov.get_value_element_as_str()}"]
+        elif ov.is_discrete_sweep():
+            axes[key] = [f"{key}={v}" for v in ov.sweep_string_iterator()]
+        else:
+            raise ConfigError(f"{arg}: the basic sweeper takes lists and ranges only, not intervals")
+    return [list(job) for job in itertools.product(*axes.values())]
 
 
 def compose_job(job: list[str]) -> Any:
     """The validated `Config` object of one job (its overrides + engine=sim, tracking=off)."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return OmegaConf.to_object(compose("config", overrides=job + _FORCED))
+    return OmegaConf.to_object(_compose(job + _FORCED))
 
 
 def _spread(items: list[Any], n: int) -> list[Any]:
@@ -120,60 +143,63 @@ def _spread(items: list[Any], n: int) -> list[Any]:
     return [items[round(i * (len(items) - 1) / max(1, n - 1))] for i in range(n)] if n > 1 else [items[len(items) // 2]]
 
 
-async def _simulate(cfg: Any, problems: list[Any], samples: int) -> list[dict[str, float]]:
-    """Per problem-sample token ledgers of `cfg`'s strategy on the sim engine."""
-    from pdr.engines import make_engine
-    from pdr.evaluation import extract_answer
-    from pdr.executor import Executor, budgets
-    from pdr.strategies.graph import compile_graph
+def _simulate(cfg: Any, problems: list[Any], samples: int, run_dir: Path) -> list[dict[str, float]]:
+    """Per problem-sample token ledgers of `cfg` (engine=sim, tracking off) on `problems` x
+    `samples`, measured by a real run (`pdr.runner.run`) into `run_dir`."""
+    from pdr.executor import budgets
+    from pdr.results import read_jsonl
+    from pdr.runner import run
 
-    graph = compile_graph(cfg.strategy)
-    with tempfile.TemporaryDirectory(prefix="pdr-dryrun-") as tmp:
-        engine = make_engine(cfg.engine, problems, Path(tmp))
-        executor = Executor(engine, graph, cfg.prompts, cfg.sampling, cfg.seed, extract=extract_answer, keep_trace=False)
-        await engine.start()
-        try:
-            outcomes = await asyncio.gather(*(executor.run_one(p, s) for p in problems for s in range(samples)))
-        finally:
-            await engine.close()
+    measured = replace(cfg, samples=samples, dataset=replace(cfg.dataset, ids=[p.id for p in problems], limit=None))
+    result = run(measured, run_dir, launch_dir=run_dir)
+    # The trace has every completion (its step and finish reason); the row has the budgets.
+    traces = {(str(t["problem_id"]), int(t["sample"])): t for t in read_jsonl(run_dir / "traces.jsonl")}
+    ledger_keys = budgets([])  # the token columns of a results row
     out = []
-    for o in outcomes:
-        b = budgets(o.calls, cfg.metrics.seq_branch)
-        b["completions"] = float(len(o.calls))
-        b["steps"] = float(len({c.step for c in o.calls}))
+    for row in result.rows:
+        outputs = [(c["step"], o) for c in traces[(str(row["problem_id"]), int(row["sample"]))]["calls"]
+                   for o in c["outputs"]]
+        b = {k: float(row[k]) for k in ledger_keys}
+        b["completions"] = float(len(outputs))
+        b["steps"] = float(len({step for step, _ in outputs}))
         # Hard caps on generated tokens: every completion / every critical-path step at max_tokens.
         b["cap_total_output_tokens"] = b["completions"] * cfg.sampling.max_tokens
         b["cap_seq_output_tokens"] = b["steps"] * cfg.sampling.max_tokens
-        b["truncated"] = float(sum(1 for c in o.calls if c.finish_reason == "length"))
-        b["errors"] = 1.0 if o.error else 0.0
+        b["truncated"] = float(sum(1 for _, o in outputs if o["finish_reason"] == "length"))
+        b["errors"] = 1.0 if row["status"] == "error" else 0.0
         out.append(b)
     return out
 
 
 def estimate(overrides: list[str], problems: int = 6, samples: int = 2, fill: float | None = None) -> list[JobCost]:
     """The cost of every job of the sweep `overrides` (see the module docstring)."""
+    jobs = grid(overrides)
+    costs: list[JobCost] = []
+    datasets: dict[str, list[Any]] = {}  # dataset config -> its problems, loaded once per sweep
+    with tempfile.TemporaryDirectory(prefix="pdr-dryrun-") as tmp:
+        for i, job in enumerate(jobs):
+            costs.append(_job_cost(job, problems, samples, fill, datasets, Path(tmp) / f"job-{i}"))
+            log.info("job %d/%d: %s", i + 1, len(jobs), " ".join(job))
+    return mark_duplicates(costs)
+
+
+def _job_cost(job: list[str], problems: int, samples: int, fill: float | None, datasets: dict[str, list[Any]],
+              run_dir: Path) -> JobCost:
+    """One job's cost: measured on `problems` of its problems x `samples`, sized to the whole job."""
     from pdr.data import load_problems
     from pdr.runner import config_dict, run_key
 
-    jobs = grid(overrides)
-    costs: list[JobCost] = []
-    cache: dict[str, list[Any]] = {}
-    for i, job in enumerate(jobs):
-        cfg = compose_job(job)
-        if fill is not None:
-            cfg.engine.think_tokens = max(1, int(fill * cfg.sampling.max_tokens))
-        key = run_key(config_dict(cfg))
-        dkey = repr(config_dict(cfg)["dataset"])
-        if dkey not in cache:
-            cache[dkey] = load_problems(cfg.dataset)
-        full = cache[dkey]
-        measure = _spread(full, problems)
-        n_samples = min(samples, cfg.samples)
-        ledgers = asyncio.run(_simulate(cfg, measure, n_samples))
-        per_ps = {k: sum(b[k] for b in ledgers) / len(ledgers) for k in ledgers[0]} if ledgers else {}
-        costs.append(JobCost(job, key, len(full), cfg.samples, cfg.sampling.max_tokens, len(ledgers), per_ps))
-        log.info("job %d/%d: %s", i + 1, len(jobs), " ".join(job))
-    return mark_duplicates(costs)
+    cfg = compose_job(job)
+    if fill is not None:
+        cfg.engine.think_tokens = max(1, int(fill * cfg.sampling.max_tokens))
+    config = config_dict(cfg)
+    dkey = repr(config["dataset"])
+    if dkey not in datasets:
+        datasets[dkey] = load_problems(cfg.dataset)
+    full = datasets[dkey]
+    ledgers = _simulate(cfg, _spread(full, problems), min(samples, cfg.samples), run_dir)
+    per_ps = {k: sum(b[k] for b in ledgers) / len(ledgers) for k in ledgers[0]} if ledgers else {}
+    return JobCost(job, run_key(config), len(full), cfg.samples, cfg.sampling.max_tokens, len(ledgers), per_ps)
 
 
 def mark_duplicates(costs: list[JobCost]) -> list[JobCost]:
@@ -274,10 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.problems < 1 or args.samples < 1:
         p.error("--problems and --samples must be >= 1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from pdr.config.schema import register_configs
     from pdr.errors import PdrError
 
-    register_configs()
     overrides, dropped = _split_argv(rest)
     started = time.perf_counter()
     studies = [[f"+experiment={e}"] for e in args.experiments.split(",") if e] if args.experiments else [[]]

@@ -24,7 +24,7 @@ from pdr.config.schema import register_configs
 from pdr.config.secrets import is_secret_key
 from pdr.errors import ConfigError, PdrError, did_you_mean
 from pdr.strategies.graph import compile_graph
-from pdr.tracking.callbacks import parent_run_for_job, tracking_uri_for
+from pdr.tracking.sweep import parent_run_for_job, tracking_uri_for
 from pdr.tracking.mlflow_run import ui_command
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ def _main(dcfg: DictConfig) -> float | None:
             log.info("resuming %s", found)
             run_dir = found
     if cfg.tracking.enabled and cfg.tracking.parent_run_id is None and hc.mode == RunMode.MULTIRUN:
-        # A sweep job: nest under the sweep's parent run (written by pdr.tracking.callbacks).
+        # A sweep job: nest under the sweep's parent run (written by pdr.tracking.sweep).
         cfg.tracking.parent_run_id = parent_run_for_job(
             launch_dir / hc.sweep.dir, tracking_uri_for(cfg.tracking.uri, launch_dir), cfg.tracking.experiment
         )

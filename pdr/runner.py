@@ -68,7 +68,7 @@ from pdr.results import (
 )
 from pdr.strategies.graph import Graph, compile_graph
 from pdr.tracking.mlflow_run import MlflowRun, start_tracking
-from pdr.tracking.trace_view import write_trace_html
+from pdr.results.trace_view import write_trace_html
 
 if TYPE_CHECKING:
     from tqdm import tqdm

@@ -1,18 +1,10 @@
-"""Reading runs back from an MLflow store, for the report, the sweep callback and the notebooks.
+"""MLflow store access by run id: the reads the review layer builds on, and the writes made outside
+a job's own run (the sweep's parent run, a report logged to it).
 
-`load_runs()` returns one row per MLflow run, in the column convention of `mlflow.search_runs`:
-`run_id`, `run_name`, `status`, `experiment_id`, `start_time`, `parent_run_id`, then
-`params.<key>` (strings, as logged), `metrics.<name>` (floats) and `tags.<name>` (strings), plus a
-few derived columns the analysis code relies on (contract):
-
-- `simulated` (bool): the run's engine was the simulated one (tag `simulated=true`);
-- `strategy`, `dataset`, `model`: from the tags (empty string when missing);
-- `variant`: the strategy name, with `+ea` for SR with error analysis (`sr+ea`), the default
-  grouping of the Pareto report;
-- `is_sweep_parent` (bool): a sweep's parent run (tag `pdr.sweep_parent=true`).
-
-Only this package imports mlflow. SQLite stores are shared by parallel jobs, so writes made here
-go through `with_store_retry`, which retries "database is locked" errors with backoff.
+Everything here goes through `MlflowClient` (never the fluent API, so MLFLOW_RUN_ID cannot
+interfere). SQLite stores are shared by parallel jobs, so writes go through `with_store_retry`,
+which retries "database is locked" errors with backoff. The DataFrame of runs that the report and
+the notebooks read is built on top of this, in `pdr.review.store`.
 """
 
 from __future__ import annotations
@@ -22,10 +14,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
-
-if TYPE_CHECKING:
-    import pandas as pd
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -105,88 +94,14 @@ def search(tracking_uri: str, experiment_ids: Iterable[str], filter_string: str 
             return out
 
 
-def runs_to_frame(runs: Iterable[Any]) -> pd.DataFrame:
-    """MLflow `Run` objects -> the DataFrame described in the module docstring."""
-    import pandas as pd
+def get_run(tracking_uri: str, run_id: str) -> Any:
+    """The MLflow `Run` with id `run_id`. Raises LookupError (naming the store) if there is none."""
+    from mlflow.exceptions import MlflowException
 
-    records = []
-    for r in runs:
-        rec: dict[str, Any] = {
-            "run_id": r.info.run_id,
-            "run_name": r.info.run_name,
-            "status": r.info.status,
-            "experiment_id": r.info.experiment_id,
-            "start_time": pd.to_datetime(r.info.start_time, unit="ms") if r.info.start_time else pd.NaT,
-            "parent_run_id": r.data.tags.get(PARENT_TAG),
-        }
-        rec.update({f"params.{k}": v for k, v in r.data.params.items()})
-        rec.update({f"metrics.{k}": float(v) for k, v in r.data.metrics.items()})
-        rec.update({f"tags.{k}": v for k, v in r.data.tags.items()})
-        records.append(rec)
-    df = pd.DataFrame.from_records(records)
-    if df.empty:
-        df = pd.DataFrame(columns=["run_id", "run_name", "status", "experiment_id", "start_time", "parent_run_id"])
-    return derive_columns(df)
-
-
-def derive_columns(df: pd.DataFrame) -> pd.DataFrame:
-    """Add the derived columns of the module docstring (simulated, is_sweep_parent, strategy,
-    dataset, model, variant) to a frame with `tags.*` / `params.*` columns; returns a copy."""
-    def tag(name: str) -> Any:
-        col = f"tags.{name}"
-        return df[col].fillna("").astype(str) if col in df else ""
-
-    df = df.copy()
-    df["simulated"] = (tag("simulated") == "true") if "tags.simulated" in df else False
-    df["is_sweep_parent"] = (tag(SWEEP_PARENT_TAG) == "true") if f"tags.{SWEEP_PARENT_TAG}" in df else False
-    for name in ("strategy", "dataset", "model"):
-        df[name] = tag(name)
-    ea = df["params.strategy.error_analysis"].fillna("") if "params.strategy.error_analysis" in df else ""
-    df["variant"] = df["strategy"]
-    if "params.strategy.error_analysis" in df:
-        df.loc[(df["strategy"] == "sr") & (ea == "True"), "variant"] = "sr+ea"
-    return df
-
-
-def load_runs(tracking_uri: str | None = None, experiment: str | None = None, parent_run_id: str | None = None,
-              include_parents: bool = False) -> pd.DataFrame:
-    """The runs of an experiment (by name) or the children of a sweep's parent run, as a DataFrame
-    (columns in the module docstring), oldest first.
-
-    Give `experiment` or `parent_run_id` (the parent wins if both). With `parent_run_id`: its
-    children, looked up in the parent's experiment, else in every experiment (a sweep over
-    `tracking.experiment`); the parent itself too if `include_parents`. With `experiment`: its runs,
-    sweep parent runs left out unless `include_parents`. Raises LookupError for an unknown
-    experiment or parent run, ValueError when neither is given.
-    """
-    uri = tracking_uri or default_store_uri()
-    if parent_run_id:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            parent = client(uri).get_run(parent_run_id)
-        except MlflowException as exc:
-            raise LookupError(f"no run {parent_run_id!r} in {uri} ({exc.error_code})") from exc
-        filt = f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
-        runs = search(uri, [parent.info.experiment_id], filt)
-        if not runs:  # a sweep over tracking.experiment (or +experiment=a,b): children live elsewhere
-            runs = search(uri, [e.experiment_id for e in client(uri).search_experiments()], filt)
-        if include_parents:
-            runs = [parent, *runs]
-    elif experiment:
-        exp_id = experiment_id(uri, experiment)
-        if exp_id is None:
-            known = ", ".join(list_experiments(uri)) or "none"
-            raise LookupError(f"no MLflow experiment named {experiment!r} in {uri} (experiments: {known})")
-        runs = search(uri, [exp_id])
-    else:
-        raise ValueError("load_runs: give an experiment name or a parent run id")
-    df = runs_to_frame(runs)
-    if not include_parents and not df.empty:
-        df = df[~df["is_sweep_parent"]]
-    if not df.empty:
-        df = df.sort_values("start_time", kind="stable").reset_index(drop=True)
-    return df
+    try:
+        return client(tracking_uri).get_run(run_id)
+    except MlflowException as exc:
+        raise LookupError(f"no run {run_id!r} in {tracking_uri} ({exc.error_code})") from exc
 
 
 def run_dir(tracking_uri: str, run_id: str) -> Path | None:
@@ -212,20 +127,6 @@ def read_run_file(tracking_uri: str, run_id: str, name: str, dest: Path | None =
     return Path(got)
 
 
-def load_results(tracking_uri: str, run_id: str) -> list[dict[str, Any]]:
-    """The run's results.jsonl rows (one per problem-sample; the last write of a pair wins)."""
-    from pdr.results import final_rows, read_jsonl
-
-    return final_rows(list(read_jsonl(read_run_file(tracking_uri, run_id, "results.jsonl"))))
-
-
-def load_traces(tracking_uri: str, run_id: str) -> list[dict[str, Any]]:
-    """The run's traces.jsonl rows."""
-    from pdr.results import read_jsonl
-
-    return list(read_jsonl(read_run_file(tracking_uri, run_id, "traces.jsonl")))
-
-
 def log_artifacts(tracking_uri: str, run_id: str, paths: Iterable[Path], artifact_path: str | None = None) -> None:
     """Log files (or directories) to a run, retrying on SQLite contention."""
     c = client(tracking_uri)
@@ -234,3 +135,32 @@ def log_artifacts(tracking_uri: str, run_id: str, paths: Iterable[Path], artifac
             with_store_retry(c.log_artifacts, run_id, str(p), artifact_path=artifact_path)
         elif p.exists():
             with_store_retry(c.log_artifact, run_id, str(p), artifact_path=artifact_path)
+
+
+def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float]) -> None:
+    """Log metrics (step 0, now) to a run in one batch, retrying on SQLite contention."""
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    with_store_retry(client(tracking_uri).log_batch, run_id,
+                     metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items()])
+
+
+def log_params(tracking_uri: str, run_id: str, params: dict[str, str]) -> None:
+    """Log params to a run (at most 100: one REST batch), retrying on SQLite contention."""
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in params.items()][:100]
+    with_store_retry(client(tracking_uri).log_batch, run_id, params=items)
+
+
+def set_tags(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
+    """Set tags on a run, retrying on SQLite contention."""
+    c = client(tracking_uri)
+    for k, v in tags.items():
+        with_store_retry(c.set_tag, run_id, k, v)
+
+
+def set_terminated(tracking_uri: str, run_id: str, status: str) -> None:
+    """End a run with `status` (FINISHED, FAILED, KILLED), retrying on SQLite contention."""
+    with_store_retry(client(tracking_uri).set_terminated, run_id, status=status)

@@ -164,6 +164,7 @@ def test_composite_majority_of_refinements_is_yaml_only():
     assert graph.describe().endswith("generate(4) -> vote")
 
 
+@pytest.mark.slow
 def test_cli_reports_unknown_group_option_with_suggestion(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pdr.run", "strategy=pdrr", "tracking=off"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
@@ -171,6 +172,7 @@ def test_cli_reports_unknown_group_option_with_suggestion(tmp_path):
     assert "strategy=pdrr" in proc.stderr and "did you mean 'pdr'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_reports_validation_error_before_any_work(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pdr.run", "+experiment=quickstart", "strategy.k=9",
                            "strategy.distill=top_k_shared", "tracking=off"],
@@ -185,6 +187,7 @@ def test_resolved_config_is_plain_yaml():
     assert "widths:" in text and str(REPO) not in text
 
 
+@pytest.mark.slow
 def test_cli_rejects_keys_appended_with_plus(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pdr.run", "+experiment=quickstart", "+engine.timeout=5",
                            "tracking=off"], cwd=tmp_path, capture_output=True, text=True, timeout=60)

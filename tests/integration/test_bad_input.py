@@ -19,6 +19,8 @@ import pytest
 
 from tests.fakes.fake_sglang import FakeSGLangServer
 
+pytestmark = pytest.mark.slow  # python -m pdr.run subprocesses, one per case
+
 BASE = ["+experiment=quickstart", "progress=false"]
 WRONG_KEY = "sk-wrong-key-0123456789"
 PLANTED = "sk-planted-in-config-9876543210"

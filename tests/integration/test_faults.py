@@ -18,6 +18,8 @@ from pdr.config.engines import SGLangEngineConfig
 from tests.conftest import compose_object
 from tests.fakes.fake_sglang import FakeSGLangServer
 
+pytestmark = pytest.mark.slow  # end-to-end runs against the fake SGLang server, with injected hangs and restarts
+
 BASE = ["+experiment=quickstart", "progress=false", "tracking.enabled=false", "cache.mode=off"]
 # A run that has not ended after this long hangs (they all take seconds).
 HANG_GUARD_S = 300.0

@@ -101,6 +101,7 @@ def _assert_family(uri: str, parent, n_children: int) -> list:
     return children
 
 
+@pytest.mark.slow
 def test_basic_multirun_one_parent_per_sweep_and_one_child_per_job(store):
     parent = _parent(store.uri, "strategy.widths=[2],[4,2]")
     children = _assert_family(store.uri, parent, 2)
@@ -115,6 +116,7 @@ def test_basic_multirun_one_parent_per_sweep_and_one_child_per_job(store):
     assert all(ch.data.tags["mlflow.parentRunId"] != BOGUS_RUN_ID for ch in children)
 
 
+@pytest.mark.slow
 def test_joblib_multirun_children_find_the_parent_across_processes(store):
     parent = _parent(store.uri, "strategy=long_cot,majority")
     children = _assert_family(store.uri, parent, 2)
@@ -122,13 +124,14 @@ def test_joblib_multirun_children_find_the_parent_across_processes(store):
     assert "Joblib" in parent.data.tags["launcher"]
 
 
+@pytest.mark.slow
 def test_the_experiment_is_created_once(store):
     names = [e.name for e in _client(store.uri).search_experiments()]
     assert names.count("quickstart") == 1
 
 
 def test_parent_run_for_job_reads_the_sweep_file_and_refuses_another_store(tmp_path, monkeypatch):
-    from pdr.tracking.callbacks import PARENT_FILE, PARENT_FILE_ENV, parent_run_for_job
+    from pdr.tracking.sweep import PARENT_FILE, PARENT_FILE_ENV, parent_run_for_job
 
     monkeypatch.delenv(PARENT_FILE_ENV, raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -140,6 +143,46 @@ def test_parent_run_for_job_reads_the_sweep_file_and_refuses_another_store(tmp_p
     other.mkdir()
     monkeypatch.setenv(PARENT_FILE_ENV, str(tmp_path / PARENT_FILE))
     assert parent_run_for_job(other, uri, "e") == "abc"  # fallback when the sweep dir has no file
+
+
+@pytest.mark.slow  # ~15 s: a fresh MLflow store, two runs, the report's plots
+def test_sweep_callback_in_process_parent_children_summary_and_report(tmp_path, monkeypatch):
+    """The callback's whole cycle without a subprocess: parent run and file at the start, two jobs
+    nesting under it through the file, summary + report logged and the parent closed at the end."""
+    from omegaconf import OmegaConf
+
+    from pdr.review.sweep import MlflowSweepCallback
+    from pdr.runner import run
+    from pdr.tracking.store import client
+    from pdr.tracking.sweep import PARENT_FILE, PARENT_FILE_ENV, parent_run_for_job
+    from tests.conftest import compose_object
+
+    monkeypatch.chdir(tmp_path)  # the launch directory
+    monkeypatch.delenv(PARENT_FILE_ENV, raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep_dir = tmp_path / "multirun" / "s1"
+    job = ["+experiment=quickstart", "dataset.limit=2", "samples=1", "progress=false", f"tracking.uri={uri}"]
+    config = _compose([*job, f"hydra.sweep.dir={sweep_dir}"], hydra=True)
+    OmegaConf.set_readonly(config, False)
+    config.hydra.overrides.task = [*job, "strategy.widths=[2],[4,2]"]  # what the launcher sees
+
+    cb = MlflowSweepCallback()
+    cb.on_multirun_start(config)
+    parent_id = parent_run_for_job(sweep_dir, uri, "quickstart")
+    assert parent_id and (sweep_dir / PARENT_FILE).exists()
+    for i, widths in enumerate(("[2]", "[4,2]")):
+        cfg = compose_object([*job, f"strategy.widths={widths}", f"tracking.parent_run_id={parent_id}"])
+        run(cfg, sweep_dir / str(i), launch_dir=tmp_path)
+    cb.on_multirun_end(config)
+
+    parent = client(uri).get_run(parent_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["pdr.sweep_parent"] == "true"
+    assert parent.data.params["sweep.strategy.widths"] == "[2],[4,2]" and parent.data.params["sweep.jobs"] == "2"
+    assert parent.data.metrics["jobs"] == 2 and parent.data.metrics["jobs_finished"] == 2
+    assert parent.data.tags["simulated"] == "true"
+    report = {a.path for a in client(uri).list_artifacts(parent_id, "report")}
+    assert {"report/pareto.html", "report/pareto_seq_tokens.png", "report/pareto.csv"} <= report
+    assert (sweep_dir / "sweep_summary.json").exists()
 
 
 def _compose(overrides: list[str], hydra: bool = False):
@@ -160,7 +203,7 @@ def test_slurm_and_local_parallel_launchers_compose():
     assert "submitit" in launcher.submitit_folder
     cfg = _compose(["+experiment=quickstart", "hydra/launcher=local_parallel"], hydra=True)
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 4
-    assert cfg.hydra.callbacks.mlflow_sweep._target_ == "pdr.tracking.callbacks.MlflowSweepCallback"
+    assert cfg.hydra.callbacks.mlflow_sweep._target_ == "pdr.review.sweep.MlflowSweepCallback"
     for name in ("slurm", "local_parallel"):
         lines = (CONF / "hydra" / "launcher" / f"{name}.yaml").read_text().splitlines()
         assert lines[0] == "# @package hydra.launcher" and lines[1].startswith("# python -m pdr.run -m ")
@@ -174,6 +217,7 @@ def _command(path: Path) -> list[str]:
     return [a for a in lines[1].split()[5:] if not a.startswith(("engine", "hydra/launcher"))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF / "sweep").glob("*.yaml")))
 def test_sweep_presets_expand_to_valid_jobs(preset):
     from pdr.dryrun import compose_job, grid
@@ -186,6 +230,7 @@ def test_sweep_presets_expand_to_valid_jobs(preset):
         compose_job(job)  # runs every schema check (e.g. k <= the smallest width)
 
 
+@pytest.mark.slow
 def test_paper_presets_follow_the_paper_settings_and_validate_over_their_grids():
     from pdr.dryrun import compose_job, grid
 
@@ -212,8 +257,9 @@ def test_paper_presets_follow_the_paper_settings_and_validate_over_their_grids()
         assert f"strategy.distill={d}" in distill
 
 
+@pytest.mark.slow
 def test_dry_run_prices_the_grid_and_flags_repeated_configs(capsys):
-    from pdr.dryrun import estimate, main
+    from pdr.dryrun import main
 
     rc = main(["--experiments", "paper_pdr,paper_pdr_distill", "dataset=aime2024", "engine=sglang",
                "engine.url=http://example:30000", "--problems", "2", "--samples", "1", "--tokens-per-s", "10000"])
@@ -226,6 +272,10 @@ def test_dry_run_prices_the_grid_and_flags_repeated_configs(capsys):
     assert "all jobs (30)" in out and "unique configs (27)" in out
     assert "same config as job" in out and "GPU time at 10,000 generated tokens/s" in out
 
+
+def test_dry_run_measures_one_job_through_the_runner_and_scales_it():
+    from pdr.dryrun import estimate
+
     (cost,) = estimate(["+experiment=quickstart"], problems=3, samples=2)
     assert (cost.problems, cost.samples, cost.measured) == (12, 4, 6)
     assert cost.total("total_tokens") == pytest.approx(cost.per_ps["total_tokens"] * 48)
@@ -233,6 +283,21 @@ def test_dry_run_prices_the_grid_and_flags_repeated_configs(capsys):
     # Cap: widths [4,2] + the final refine = 7 drafts + 2 summaries per problem-sample, each at most 4096.
     assert cost.per_ps["cap_total_output_tokens"] == 9 * 4096
     assert cost.per_ps["total_output_tokens"] <= cost.per_ps["cap_total_output_tokens"]
+
+
+def test_the_grid_is_the_basic_sweepers_product():
+    """Hydra's basic sweeper semantics: one axis per key in order of first appearance, a later
+    override of a key replacing the earlier one where it stood; plain overrides are 1-value axes."""
+    from pdr.dryrun import expand
+    from pdr.errors import ConfigError
+
+    assert expand(["a=1,2", "b=x", "+c=[1,2]", "a=3,4,5"]) == [
+        [f"a={a}", "b=x", "+c=[1,2]"] for a in (3, 4, 5)]
+    assert expand(["x=1,2", "y=a,b"]) == [["x=1", "y=a"], ["x=1", "y=b"], ["x=2", "y=a"], ["x=2", "y=b"]]
+    assert expand(["n=range(1,4)"]) == [["n=1"], ["n=2"], ["n=3"]]
+    assert expand([]) == [[]]
+    with pytest.raises(ConfigError, match=r"lr=interval\(0,1\)"):
+        expand(["lr=interval(0,1)"])
 
 
 def test_store_writes_retry_only_on_sqlite_lock_contention():

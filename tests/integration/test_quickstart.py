@@ -28,6 +28,7 @@ def _run_dir(cwd: Path) -> Path:
     return summary.parent
 
 
+@pytest.mark.slow
 def test_quickstart_writes_results_summary_and_traces(quickstart):
     cwd, proc = quickstart
     run_dir = _run_dir(cwd)
@@ -55,6 +56,7 @@ def test_quickstart_writes_results_summary_and_traces(quickstart):
     assert traces[0]["calls"][0]["outputs"][0]["reasoning"]  # thinking kept in the trace
 
 
+@pytest.mark.slow
 def test_quickstart_prints_table_and_mlflow_command(quickstart):
     _, proc = quickstart
     out = proc.stdout
@@ -63,6 +65,7 @@ def test_quickstart_prints_table_and_mlflow_command(quickstart):
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in out
 
 
+@pytest.mark.slow
 def test_quickstart_logs_one_mlflow_run(quickstart):
     from mlflow.tracking import MlflowClient
 

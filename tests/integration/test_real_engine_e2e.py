@@ -10,6 +10,8 @@ import pytest
 
 from tests.fakes.fake_sglang import FakeSGLangServer
 
+pytestmark = pytest.mark.slow  # python -m pdr.run subprocesses against fake servers
+
 
 def _run(cwd, args, timeout=120):
     proc = subprocess.run([sys.executable, "-m", "pdr.run", "+experiment=quickstart", "dataset.limit=3", "samples=2",

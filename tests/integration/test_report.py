@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 import pandas as pd
 import pytest
 
-from pdr.report import SIMULATED_MARK, build_report, main, pareto_mask, pareto_table
+from pdr.review.report import SIMULATED_MARK, build_report, main, pareto_mask, pareto_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -28,6 +28,7 @@ def sweep(tmp_path_factory) -> tuple[Path, str, str]:
     return st.cwd, st.uri, parent.info.run_id
 
 
+@pytest.mark.slow
 def test_cli_builds_plots_table_and_html_from_the_store(sweep, tmp_path, capsys):
     cwd, uri, _ = sweep
     out = tmp_path / "rep"
@@ -47,6 +48,7 @@ def test_cli_builds_plots_table_and_html_from_the_store(sweep, tmp_path, capsys)
     assert SIMULATED_MARK in md and md.count("\n| tiny |") == 4
 
 
+@pytest.mark.slow
 def test_report_for_a_parent_run_is_logged_to_it(sweep, tmp_path):
     _, uri, parent = sweep
     from mlflow.tracking import MlflowClient
@@ -63,6 +65,7 @@ def test_report_for_a_parent_run_is_logged_to_it(sweep, tmp_path):
             "report/pareto.csv"} <= logged
 
 
+@pytest.mark.slow
 def test_cli_errors_name_the_fix(sweep, capsys):
     _, uri, _ = sweep
     assert main(["--experiment", "nope", "--tracking-uri", uri]) == 2
@@ -82,7 +85,7 @@ def test_pareto_mask_keeps_exactly_the_non_dominated_points():
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
     """A load_runs-shaped DataFrame from a few synthetic runs (not simulated)."""
-    from pdr.tracking.store import derive_columns, runs_to_frame
+    from pdr.review.store import derive_columns, runs_to_frame
 
     df = runs_to_frame([])
     recs = []

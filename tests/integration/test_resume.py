@@ -92,6 +92,7 @@ def reference(tmp_path_factory):
     return _rows(run_dir / "results.jsonl"), result.summary, calls
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_resends_nothing_finished_and_matches_an_uninterrupted_run(tmp_path, reference):
     ref_rows, ref_summary, ref_calls = reference
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -157,6 +158,7 @@ def test_sigkill_then_resume_resends_nothing_finished_and_matches_an_uninterrupt
     assert runs[0].data.tags["attempts"] == "2"
 
 
+@pytest.mark.slow
 def test_sigterm_stops_cleanly_and_resume_with_explicit_output_dir(tmp_path, reference):
     ref_rows, _, _ = reference
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

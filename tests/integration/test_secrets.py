@@ -15,6 +15,8 @@ import pytest
 
 from tests.fakes.fake_sglang import FakeSGLangServer
 
+pytestmark = pytest.mark.slow  # python -m pdr.run subprocesses
+
 
 def _files_containing(root: Path, needle: bytes) -> list[Path]:
     hits = []

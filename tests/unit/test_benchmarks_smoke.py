@@ -10,7 +10,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # runs every benchmark script in a subprocess
 
 BENCH = REPO / "experiments" / "benchmarks"
 

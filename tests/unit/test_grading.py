@@ -293,6 +293,7 @@ def test_two_megabyte_response(grader: Grader) -> None:
 # --- the hard timeout ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pathological_input_times_out_and_the_pool_recovers() -> None:
     timeout = 1.0
     with Grader(workers=2, timeout_s=timeout) as g:
@@ -333,6 +334,7 @@ def test_pathological_input_times_out_and_the_pool_recovers() -> None:
     assert _zombie_children() == []
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_mid_check_is_reported_and_replaced() -> None:
     with Grader(workers=1, timeout_s=10.0) as g:
         g.grade(r"\boxed{\sqrt{8}}", r"2\sqrt{2}")
@@ -389,6 +391,7 @@ def test_in_process_mode_starts_no_worker() -> None:
         assert g._pool is None
 
 
+@pytest.mark.slow
 def test_close_stops_workers_and_grading_restarts_them() -> None:
     g = Grader(workers=2, cache_size=0)
     g.grade_many([(r"\boxed{\sqrt{8}}", r"2\sqrt{2}"), (r"\boxed{\sqrt{12}}", r"2\sqrt{2}")] * 2)
@@ -467,6 +470,7 @@ def test_every_bundled_gold_grades_correct_against_itself(
         assert all(r.method == "math_verify" for r in results)
 
 
+@pytest.mark.slow
 def test_bundled_golds_are_not_equal_to_their_neighbours(grader: Grader) -> None:
     """A false-positive sweep: each MATH-500 gold against the next problem's gold."""
     golds = [gold for name, _, gold in _gold_rows() if name == "math500"]

@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pdr.tracking.trace_view import FILENAME, choose, clip, write_trace_html
+import pytest
+
+from pdr.results.trace_view import FILENAME, choose, clip, write_trace_html
 
 EVIL = "<script>alert('x')</script> & \\boxed{1<2}"
 
@@ -100,6 +102,7 @@ def test_no_traces_no_page(tmp_path):
     assert write_trace_html(tmp_path) is None
 
 
+@pytest.mark.slow
 def test_renders_a_real_sim_run(tmp_path):
     """The page of an actual `pdr.run` (sim engine, SR with error analysis: drafts, workspaces, critiques)."""
     proc = subprocess.run(

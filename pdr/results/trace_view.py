@@ -20,9 +20,11 @@ import html
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from pdr.results.files import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +125,7 @@ def render_entry(trace: Mapping[str, Any], row: Mapping[str, Any] | None, max_ch
     rounds = list((row or {}).get("rounds") or [])
     calls = sorted(trace.get("calls") or [], key=lambda c: (int(c.get("step", 0)), int(c.get("branch", 0))))
     ws_by_step = {int(w["step"]): w for w in trace.get("workspaces") or [] if "step" in w}
-    draft_steps = sorted({int(c["step"]) for c in calls if c.get("kind") == "draft"})
+    draft_steps = sorted({int(c["step"]) for c in calls if c.get("kind") in ("draft", "refine")})
     steps = sorted({int(c["step"]) for c in calls} | set(ws_by_step))
     parts = [
         f'<div class="entry" id="{_anchor(trace)}">',
@@ -190,12 +192,6 @@ def render_entry(trace: Mapping[str, Any], row: Mapping[str, Any] | None, max_ch
     return "\n".join(parts)
 
 
-def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
-    from pdr.results import read_jsonl
-
-    return read_jsonl(path)
-
-
 def write_trace_html(run_dir: Path, problems: int = 10, failures: int = 10, max_chars: int = 4000,
                      max_bytes: int = 4_000_000) -> Path | None:
     """Write `<run_dir>/trace_view.html` (module docstring) and return its path; None if the run
@@ -204,10 +200,10 @@ def write_trace_html(run_dir: Path, problems: int = 10, failures: int = 10, max_
     traces_path = run_dir / "traces.jsonl"
     if not traces_path.exists():
         return None
-    traces = [t for t in _read_jsonl(traces_path) if "problem_id" in t and "sample" in t]
+    traces = [t for t in read_jsonl(traces_path) if "problem_id" in t and "sample" in t]
     if not traces:
         return None
-    rows = {(str(r.get("problem_id")), int(r.get("sample", 0))): r for r in _read_jsonl(run_dir / "results.jsonl")}
+    rows = {(str(r.get("problem_id")), int(r.get("sample", 0))): r for r in read_jsonl(run_dir / "results.jsonl")}
     summary: dict[str, Any] = {}
     if (run_dir / "summary.json").exists():
         try:

@@ -1,0 +1,168 @@
+"""A multirun sweep's MLflow parent run: created before the first job, found by every job, closed at the end.
+
+The Hydra callback that drives this is `pdr.review.sweep.MlflowSweepCallback` (enabled in
+conf/hydra/default.yaml); it lives in the review layer because it also builds the sweep's report.
+
+- `start_parent_run` (in the launching process, before the launcher starts any job): creates the
+  store's tables and the experiment once (parallel jobs racing to migrate a fresh SQLite file or to
+  create the experiment is a known failure), starts the parent run (tags: sweep id and directory,
+  git SHA, the sweep's overrides and sweeper params, launcher; params: the swept axes; artifact:
+  the multirun config), and writes `<sweep_dir>/mlflow_parent.json`.
+- Each job (in `pdr/run.py`, via `parent_run_for_job`) reads that file from its own sweep
+  directory, which works for every launcher whose jobs see the sweep directory: the basic one,
+  joblib/loky worker processes, submitit on SLURM with a shared filesystem. The child run is tied
+  to the parent by the `mlflow.parentRunId` tag (`tracking.parent_run_id`), never through
+  MLFLOW_RUN_ID, which would make the first child overwrite the parent.
+- At the end the callback logs the summary and report to the parent and ends it
+  (`pdr.tracking.store.set_terminated`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+PARENT_FILE = "mlflow_parent.json"
+# Fallback for a job that cannot see its sweep directory's parent file: the file's path, set by
+# start_parent_run in the launching process (inherited by local workers; SLURM exports it too).
+PARENT_FILE_ENV = "PDR_MLFLOW_PARENT_FILE"
+
+
+def tracking_uri_for(uri: str | None, launch_dir: Path) -> str:
+    """The tracking URI a job launched from `launch_dir` uses (`tracking.uri` or the default)."""
+    from pdr.tracking.mlflow_run import default_tracking_uri
+
+    return uri or default_tracking_uri(launch_dir)
+
+
+def _artifact_root(uri: str, launch_dir: Path) -> Path | None:
+    # Same rule as pdr.runner: a SQLite store keeps its artifacts in <launch dir>/mlartifacts.
+    return launch_dir / "mlartifacts" if uri.startswith("sqlite:") else None
+
+
+def parent_run_for_job(sweep_dir: Path, tracking_uri: str, experiment: str) -> str | None:
+    """The parent run id a multirun job should nest under, or None (no parent file: the sweep callback
+    is disabled, or tracking was off at sweep start).
+
+    Reads `<sweep_dir>/mlflow_parent.json` (fallback: the file named by $PDR_MLFLOW_PARENT_FILE).
+    A parent in another store is ignored (with a warning): its id means nothing there. A job
+    logging to another experiment still gets the tag, but MLflow's UI nests only within one
+    experiment, which is warned about.
+    """
+    candidates = [sweep_dir / PARENT_FILE]
+    if os.environ.get(PARENT_FILE_ENV):
+        candidates.append(Path(os.environ[PARENT_FILE_ENV]))
+    for path in candidates:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        except (OSError, json.JSONDecodeError) as exc:
+            log.warning("cannot read the sweep's parent run file %s: %s", path, exc)
+            continue
+        if data.get("tracking_uri") != tracking_uri:
+            log.warning("sweep parent run %s is in store %s, this job logs to %s: not nesting it",
+                        data.get("run_id"), data.get("tracking_uri"), tracking_uri)
+            return None
+        if data.get("experiment") != experiment:
+            log.warning("sweep parent run is in experiment %r, this job logs to %r: MLflow's UI will not "
+                        "nest it", data.get("experiment"), experiment)
+        return str(data["run_id"])
+    log.info("no %s in %s: this multirun job's MLflow run has no parent", PARENT_FILE, sweep_dir)
+    return None
+
+
+def _sweep_axes(config: DictConfig) -> dict[str, list[str]]:
+    """The swept keys and their values: `hydra.sweeper.params` merged with the command line's
+    sweep overrides (the command line wins), as Hydra's basic sweeper combines them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = [f"{k}={v}" for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()]
+    args += list(OmegaConf.select(config, "hydra.overrides.task") or [])
+    axes: dict[str, list[str]] = {}
+    for ov in OverridesParser.create().parse_overrides(args):
+        key = ov.get_key_element()
+        if ov.is_sweep_override() and ov.is_discrete_sweep():
+            axes[key] = list(ov.sweep_string_iterator())
+        else:
+            axes.pop(key, None)
+    return axes
+
+
+def start_parent_run(config: DictConfig) -> dict[str, Any] | None:
+    """Create the sweep's parent run from the multirun `config` (Hydra's, with `hydra.*`) and write
+    `<sweep_dir>/mlflow_parent.json` (module docstring); also export its path as
+    $PDR_MLFLOW_PARENT_FILE. Returns the parent's plain description (run_id, tracking_uri,
+    experiment, experiment_id, sweep_id, sweep_dir, created), or None when tracking is off."""
+    tracking = OmegaConf.select(config, "tracking")
+    if tracking is None or not tracking.get("enabled", True):
+        log.info("tracking is off: no MLflow parent run for this sweep")
+        return None
+    from pdr.tracking.mlflow_run import ensure_experiment, git_commit
+    from pdr.tracking.store import client, log_params, with_store_retry
+
+    launch_dir = Path.cwd()
+    uri = tracking_uri_for(tracking.get("uri"), launch_dir)
+    experiment = str(tracking.get("experiment"))
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    if not sweep_dir.is_absolute():
+        sweep_dir = launch_dir / sweep_dir
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        sweep_id = str(sweep_dir.relative_to(launch_dir / "multirun"))
+    except ValueError:
+        sweep_id = sweep_dir.name
+
+    c = client(uri)  # opening a SQLite store creates and migrates its tables, once, here
+    exp_id = with_store_retry(ensure_experiment, c, experiment, _artifact_root(uri, launch_dir))
+    overrides = list(OmegaConf.select(config, "hydra.overrides.task") or [])
+    try:
+        axes = _sweep_axes(config)
+    except Exception as exc:  # noqa: BLE001 - a non-basic sweeper's params may not parse: informative only
+        log.debug("could not parse the sweep's axes: %s", exc)
+        axes = {}
+    params_cfg = OmegaConf.select(config, "hydra.sweeper.params")
+    tags = {
+        "pdr.sweep_parent": "true",
+        "pdr.sweep_id": sweep_id,
+        "pdr.sweep_dir": str(sweep_dir),
+        "git_commit": git_commit(),
+        "overrides": " ".join(overrides)[:5000],
+        "sweep_params": json.dumps(OmegaConf.to_container(params_cfg) if params_cfg else {})[:5000],
+        "launcher": str(OmegaConf.select(config, "hydra.launcher._target_") or "")[:500],
+        "sweeper": str(OmegaConf.select(config, "hydra.sweeper._target_") or "")[:500],
+    }
+    name = tracking.get("run_name") or f"sweep {sweep_id}"
+    tags["mlflow.runName"] = name
+    run = with_store_retry(c.create_run, exp_id, tags=tags, run_name=name)
+    run_id = run.info.run_id
+    # MLflow param names allow [\w\-. /] only (a swept `+experiment` has a "+").
+    params = {re.sub(r"[^\w\-. /]", "_", f"sweep.{k}")[:250]: ",".join(v)[:500] for k, v in axes.items()}
+    n_jobs = 1
+    for v in axes.values():
+        n_jobs *= len(v)
+    params["sweep.jobs"] = str(n_jobs)
+    log_params(uri, run_id, params)
+
+    cfg_path = sweep_dir / "sweep_config.yaml"
+    cfg_path.write_text(OmegaConf.to_yaml(config, resolve=False), encoding="utf-8")
+    with_store_retry(c.log_artifact, run_id, str(cfg_path))
+
+    parent = {"run_id": run_id, "tracking_uri": uri, "experiment": experiment, "experiment_id": exp_id,
+              "sweep_id": sweep_id, "sweep_dir": str(sweep_dir), "created": time.time()}
+    parent_file = sweep_dir / PARENT_FILE
+    tmp = parent_file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(parent, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, parent_file)
+    os.environ[PARENT_FILE_ENV] = str(parent_file)
+    log.info("MLflow sweep parent run %s in experiment %r (%s)", run_id, experiment, uri)
+    return parent
