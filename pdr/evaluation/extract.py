@@ -56,6 +56,7 @@ _MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]")
 # End of sentence: a period (or !, ?) followed by whitespace; "3.5" is not an end.
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 _STATEMENT_MAX_CHARS = 500  # how much of the line after the anchor we look at
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # control characters other than \t \n \r
 
 
 def strip_thinking(response: str) -> str:
@@ -168,10 +169,12 @@ def extract_answer(response: str) -> str | None:
     text = strip_thinking(response)
     if not text.strip():
         return None
-    boxed = last_boxed(text)
-    if boxed is not None:
-        return boxed
-    return final_answer_statement(text)
+    answer = last_boxed(text)
+    if answer is None:
+        answer = final_answer_statement(text)
+    if answer is not None and _CONTROL.search(answer):
+        return None  # `\boxed{1\x00\x00}` is corrupted output, not an answer
+    return answer
 
 
 def normalize_answer(ans: str | None) -> str | None:
