@@ -14,9 +14,96 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["check", "fast_check", "load_math_verify", "math_verify_check"]
+__all__ = ["check", "fast_check", "load_math_verify", "math_verify_check", "prepare"]
 
 log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------------------
+# Preparation of both sides (before the fast paths and math-verify)
+# --------------------------------------------------------------------------------------------------
+
+# Unicode math as LaTeX. Commands get a trailing space so that `πr` stays two tokens (`\pi r`);
+# normalization drops the spaces that do not separate two letters or digits.
+_UNICODE = {
+    "\u2212": "-", "\u2013": "-", "\u00d7": "\\times ", "\u22c5": "\\cdot ", "\u00b7": "\\cdot ",
+    "\u00f7": "\\div ", "\u03c0": "\\pi ", "\u221e": "\\infty ", "\u2264": "\\le ", "\u2265": "\\ge ",
+    "\u2260": "\\ne ", "\u2248": "\\approx ", "\u00b0": "^\\circ ", "\u00bd": "\\frac{1}{2}",
+    "\u2153": "\\frac{1}{3}", "\u2154": "\\frac{2}{3}", "\u00bc": "\\frac{1}{4}", "\u00be": "\\frac{3}{4}",
+    "\u2026": "\\ldots ", "\u222a": "\\cup ", "\u2229": "\\cap ", "\u2208": "\\in ",
+}
+_SUPERSCRIPTS = str.maketrans("\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079\u207b\u207a", "0123456789-+")
+_SUPERSCRIPT_RUN = re.compile("[\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079\u207b\u207a]+")
+_UNICODE_RE = re.compile("|".join(map(re.escape, _UNICODE)))
+# `√2`, `√x`, `√(x+1)`, `√{2}`: the radicand is a parenthesized group or one number/letter token.
+_ROOT = re.compile("([\u221a\u221b])\\s*(\\([^()]*\\)|\\{[^{}]*\\}|\\d+(?:\\.\\d+)?|[A-Za-z]|\\\\[A-Za-z]+)")
+# Euler's number written upright: `\mathrm{e}`, `\mathrm e`, `\text{e}`, `\operatorname{e}`.
+_UPRIGHT_E = re.compile(r"\\(?:mathrm|text|operatorname|rm)\s*(?:\{\s*e\s*\}|\s+e(?![A-Za-z]))")
+_APPROX = re.compile(r"\\approx(?![A-Za-z])|\\simeq(?![A-Za-z])")
+# Repeating decimals: `0.\overline{27}`, `0.1\overline{6}`, `0.1\dot{6}`, `0.(27)`, `0.666\ldots`, `0.666...`.
+_OVERLINE = re.compile(
+    r"(?<![\d.])([+-]?)(\d*)\.(\d*)(?:\\overline|\\dot)\s*\{(\d+)\}|(?<![\d.])([+-]?)(\d*)\.(\d*)\((\d+)\)"
+)
+_ELLIPSIS_DECIMAL = re.compile(r"(?<![\d.])([+-]?)(\d*)\.(\d+)\s*(?:\\[lc]?dots(?![A-Za-z])|\.\.\.)")
+
+
+def prepare(s: str) -> str:
+    """The answer as math-verify and the fast paths should read it (applied to gold and answer):
+    Unicode math as LaTeX, an upright ``e`` as ``e``, ``X \\approx Y`` as its exact part ``X``,
+    and a repeating decimal as the fraction it denotes. Ordinary LaTeX answers pass unchanged."""
+    if not s.isascii():
+        s = _UNICODE_RE.sub(lambda m: _UNICODE[m.group()], s)
+        s = _SUPERSCRIPT_RUN.sub(lambda m: "^{" + m.group().translate(_SUPERSCRIPTS) + "}", s)
+        s = _ROOT.sub(_root_latex, s)
+    if "\\" in s:
+        s = _UPRIGHT_E.sub("e", s)
+        approx = _APPROX.search(s)
+        if approx and s[: approx.start()].strip(" $"):
+            s = s[: approx.start()].rstrip()
+    if "." in s:
+        s = _OVERLINE.sub(_overline_fraction, s)
+        s = _ELLIPSIS_DECIMAL.sub(_ellipsis_fraction, s)
+    return s
+
+
+def _root_latex(m: re.Match[str]) -> str:
+    radicand = m.group(2)
+    if radicand[0] in "({":
+        radicand = radicand[1:-1]
+    return ("\\sqrt{" if m.group(1) == "\u221a" else "\\sqrt[3]{") + radicand + "}"
+
+
+def _repeating(sign: str, whole: str, fixed: str, period: str) -> str:
+    """``\\frac{p}{q}`` for sign whole.fixed(period repeating)."""
+    shift = 10 ** len(fixed)
+    value = Fraction(int(whole or "0")) + Fraction(int(fixed or "0"), shift)
+    value += Fraction(int(period), shift * (10 ** len(period) - 1))
+    if sign == "-":
+        value = -value
+    if value.denominator == 1:
+        return str(value.numerator)
+    return ("-" if value < 0 else "") + f"\\frac{{{abs(value.numerator)}}}{{{value.denominator}}}"
+
+
+def _overline_fraction(m: re.Match[str]) -> str:
+    if m.group(4) is not None:
+        return _repeating(m.group(1), m.group(2), m.group(3), m.group(4))
+    return _repeating(m.group(5), m.group(6), m.group(7), m.group(8))
+
+
+def _ellipsis_fraction(m: re.Match[str]) -> str:
+    """``0.1666\\ldots``: the shortest block that repeats at least twice at the end of the digits
+    (three times for a one-digit block) is the period; no such block leaves the text unchanged."""
+    sign, whole, digits = m.group(1), m.group(2), m.group(3)
+    for size in range(1, len(digits) // 2 + 1):
+        block = digits[-size:]
+        reps = 1
+        while digits[: len(digits) - reps * size].endswith(block):
+            reps += 1
+        if reps >= (3 if size == 1 else 2):
+            fixed = digits[: len(digits) - reps * size]
+            return _repeating(sign, whole, fixed, block)
+    return m.group()
+
 
 # --------------------------------------------------------------------------------------------------
 # Fast paths (inline, no sympy)
@@ -191,7 +278,8 @@ def _relatively_close(a: Any, b: Any, mv_grader: Any) -> bool:
     """Second opinion on a numeric "equal": the relative difference must be small too.
 
     math-verify compares ``(a - b).evalf(chop=True)`` to 0 (or rounds both to 6 decimals), an
-    absolute test that calls any two tiny numbers equal. Only closed-form numbers are re-checked;
+    absolute test that calls any two tiny numbers equal, and a 6-decimal rounding equal to the
+    exact value. Only closed-form numbers are re-checked;
     anything we cannot evaluate keeps math-verify's verdict.
     """
     from sympy import Expr, Float
@@ -199,7 +287,9 @@ def _relatively_close(a: Any, b: Any, mv_grader: Any) -> bool:
     try:
         if not (isinstance(a, Expr) and isinstance(b, Expr)) or a.free_symbols or b.free_symbols:
             return True
-        tol = 1e-4 if (a.has(Float) or b.has(Float)) else 1e-10
+        # A decimal must be the value, not an approximation of it (issue 13: `1.7320508` for
+        # `\sqrt{3}` is wrong); 1e-12 only absorbs the binary rounding of sympy's Floats.
+        tol = 1e-12 if (a.has(Float) or b.has(Float)) else 1e-10
         pairs = [(a.doit(), b.doit())]
         get_pct_val = getattr(mv_grader, "get_pct_val", None)
         if get_pct_val is not None:  # math-verify also compares 9% with 9 by the bare values
@@ -240,10 +330,35 @@ def math_verify_check(gold: str, pred: str) -> tuple[bool, str | None]:
         return True, None
     gold_pm, pred_pm = _expand_plus_minus(gold), _expand_plus_minus(pred)
     if (gold_pm, pred_pm) != (gold, pred):
-        gold_parsed, pred_parsed = _parse(gold_pm), _parse(pred_pm)
-        if gold_parsed and pred_parsed:
-            return bool(mv.verify(gold_parsed, pred_parsed, **_verify_options())), None
-    return False, None
+        gold_pm_parsed, pred_pm_parsed = _parse(gold_pm), _parse(pred_pm)
+        if gold_pm_parsed and pred_pm_parsed:
+            return bool(mv.verify(gold_pm_parsed, pred_pm_parsed, **_verify_options())), None
+    return _equal_for_positive_symbols(gold_parsed[0], pred_parsed[0]), None
+
+
+_SAMPLE_POINTS = ((2, 3, 5), (7, 11, 13), (3, 2, 17))
+
+
+def _equal_for_positive_symbols(gold: Any, pred: Any) -> bool:
+    """Equal when every variable is a positive real, the assumption a contest answer implies for
+    its parameters (``\\sqrt{2/k}`` = ``\\sqrt{2}/\\sqrt{k}``, ``\\sqrt{n^2}`` = ``n``, Math-Verify
+    #64), which sympy does not make. Only plain expressions with the same variables on both sides;
+    a quick numeric test at a few positive points rejects, ``simplify`` confirms."""
+    from sympy import Dummy, Expr, simplify
+
+    if not (isinstance(gold, Expr) and isinstance(pred, Expr)):
+        return False
+    symbols = sorted(gold.free_symbols, key=str)
+    if not symbols or set(symbols) != pred.free_symbols or len(symbols) > 3:
+        return False
+    positive = {x: Dummy(x.name, positive=True) for x in symbols}
+    g, p = gold.subs(positive), pred.subs(positive)
+    for point in _SAMPLE_POINTS:
+        values = dict(zip(positive.values(), point, strict=False))
+        gv, pv = complex(g.subs(values).evalf(30)), complex(p.subs(values).evalf(30))
+        if abs(gv - pv) > 1e-9 * max(1.0, abs(gv), abs(pv)):
+            return False
+    return bool(simplify(g - p) == 0)
 
 
 def check(gold: str, pred: str) -> tuple[bool, str | None]:

@@ -75,7 +75,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pdr.errors import ConfigError
-from pdr.evaluation.equivalence import check, fast_check, load_math_verify
+from pdr.evaluation.equivalence import check, fast_check, load_math_verify, prepare
 from pdr.evaluation.extract import extract_answer
 from pdr.evaluation.pool import CheckPool, PoolUnavailable
 
@@ -286,15 +286,19 @@ class Grader:
         """A Grade decided without math-verify, or (None, cache key) for the workers."""
         if extracted is None:
             return Grade(False, "no_answer", None, None, "none"), None
+        too_long = len(extracted) > self.max_answer_chars or len(gold) > self.max_answer_chars
+        # Both sides as they are meant (Unicode math, repeating decimals, ...: equivalence.prepare);
+        # over-long inputs are compared only as strings, so they skip it.
+        pred, gold = (extracted, gold) if too_long else (prepare(extracted), prepare(gold))
         if self.fast_paths:
-            decided = fast_check(extracted, gold)
+            decided = fast_check(pred, gold)
             if decided is not None:
                 equal, method = decided
                 return Grade(equal, "correct" if equal else "wrong", extracted, None, method), None
-        if len(extracted) > self.max_answer_chars or len(gold) > self.max_answer_chars:
+        if too_long:
             # The gold is bounded like the answer: a 1 MB gold once made a 478 MB worker.
             return Grade(False, "wrong", extracted, "too_long", "limit"), None
-        key = (gold, extracted)
+        key = (gold, pred)
         cached = self._recall(key)
         if cached is not None:
             return Grade(cached, "correct" if cached else "wrong", extracted, None, "math_verify"), None
