@@ -8,19 +8,28 @@ The rules, in order:
    answer. A response with ``<think>`` but no ``</think>`` therefore has no answer, and a
    ``\\boxed{}`` inside a thinking block is never extracted. Responses that only carry the closing
    tag (chat templates that put ``<think>`` in the prompt) are handled by the same rule.
-2. **Last box.** The last ``\\boxed{...}`` or ``\\fbox{...}`` whose braces close, with proper nesting
+2. **Cut inside a box.** If the last box command never closes (the output was truncated inside
+   ``\\boxed{``), there is no answer: an earlier box is not the model's final word.
+3. **Last box.** The last ``\\boxed{...}`` or ``\\fbox{...}`` whose braces close, with proper nesting
    (``\\boxed{\\frac{1}{2}}``) and escaped braces ignored (``\\boxed{\\{1, 2\\}}``). The space form
    ``\\boxed 5`` takes the next token (without trailing punctuation). "Last" is by the position of
-   the box command, so for nested boxes (``\\boxed{x = \\boxed{5}}``) the inner one wins. Empty
-   boxes (``\\boxed{}``, e.g. a model restating the format instruction) and boxes left unclosed by
-   truncation are skipped: an earlier complete box is used.
-3. **Explicit statement.** With no usable box, the last "Final Answer: X", "The final answer is X",
+   the box command, so for nested boxes (``\\boxed{x = \\boxed{5}}``) the inner one wins. Empty or
+   blank boxes (``\\boxed{}``, ``\\boxed{\\ }``, ``\\boxed{\\quad}``: e.g. a model restating the format
+   instruction) are skipped. Several boxes on the **same line** separated only by connectives
+   (``and``, ``or``, commas, ``x =``, math delimiters) list the solutions and form one answer:
+   ``$\\boxed{2}$ and $\\boxed{3}$`` is ``2, 3``; other words between them (``but rechecking``)
+   leave the last box alone.
+4. **Explicit statement.** With no usable box, the last "Final Answer: X", "The final answer is X",
    "Answer: X" or "**Answer:** X" (case-insensitive, Markdown bold allowed) wins. X is the first
    math span on the rest of that line (``$..$``, ``\\(..\\)``, ``\\[..\\]``), else the rest of the
    line up to the end of the sentence, with Markdown emphasis and trailing punctuation removed.
-   "The answer is X" without "final" or a colon is deliberately not an anchor: it is too common in
-   the middle of reasoning.
-4. Nothing found: ``None`` (graded as ``no_answer``).
+5. **Closing commitment.** Else the **last line** of the response may commit to a value: it ends
+   with "the answer is X", "Hence/Thus/So/Therefore X" or is a bold ``**X**``, where X is a math
+   span, a number or a choice letter followed only by the end of the sentence ("The answer is 42.",
+   "So the answer is $17$.", "Hence $y = 3$.", "The answer is (D)."). A value in the middle of the
+   working ("we get 42 and then ...", "The answer is 42 if ...") is not an answer.
+6. Nothing found, or an answer with control characters (``\\boxed{1\\x00}``, corrupted output) or a
+   restated box command: ``None`` (graded as ``no_answer``).
 
 Every function is linear in the length of the response (at most a few passes over the braces, no
 regular expression that can backtrack badly), so a multi-megabyte response costs well under a

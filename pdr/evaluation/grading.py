@@ -1,13 +1,18 @@
 """Grading: is the final answer of a response mathematically equal to the gold answer?
 
 Contract (design.md §6): ``grade(response, gold) -> Grade`` with ``.correct``, ``.status``
-(``"correct" | "wrong" | "no_answer"``) and ``.extracted``; ``grade_many(pairs)`` is the batch form
+(``"correct" | "wrong" | "no_answer"``, or ``"error"`` when the grading workers cannot start: see
+Errors) and ``.extracted``; ``grade_many(pairs)`` is the batch form
 (same order, same length). Neither ever raises and neither ever hangs.
 
 Order of checks
 ---------------
 1. **Extract** the final answer (``pdr.evaluation.extract``: strip thinking, last ``\\boxed{}`` /
-   ``\\fbox{}``, else an explicit "Final Answer: X"). Nothing → ``no_answer``, ``extracted=None``.
+   ``\\fbox{}``, else an explicit "Final Answer: X", else a closing commitment on the last line).
+   Nothing → ``no_answer``, ``extracted=None``.
+1b. **Prepare** both sides (``equivalence.prepare``): Unicode math as LaTeX (``√2``, ``−``, ``π``,
+   ``x²``), ``\\mathrm{e}`` as ``e``, ``X \\approx Y`` as its exact part ``X``, and repeating decimals
+   (``0.\\overline{27}``, ``0.1\\overline{6}``, ``0.666\\ldots``) as the fraction they denote.
 2. **Fast paths, inline** (no sympy, microseconds):
 
    * the normalized strings are equal → correct. Normalization only drops what cannot change the
@@ -20,18 +25,24 @@ Order of checks
    * both sides are plain numbers (integers with leading zeros or thousands separators, decimals,
      ``a/b``, ``\\frac{a}{b}``, ``\\frac12``) → compared exactly as fractions: equal → correct;
      unequal and both exact (no decimal point) → wrong. A decimal that differs from the gold goes
-     on to math-verify, which accepts rounding (``0.333333`` for ``\\frac13``).
-3. **Size bound.** An extracted answer or a gold answer longer than ``max_answer_chars`` (default 2000) that the fast
-   paths did not accept is wrong with ``error="too_long"``: it is never handed to sympy. Real answers
-   are short; long ones are runaway output and the inputs most likely to make sympy crawl.
+     on to math-verify (``6.72\\times 10^{-5}`` for ``.0000672``), where a decimal must still be
+     the exact value: ``0.333333`` for ``\\frac13`` is a wrong approximation (issue 13).
+3. **Size bound.** An extracted answer or a gold answer longer than ``max_answer_chars`` (default
+   2000) that the fast paths did not accept is wrong with ``error="too_long"``: it is never handed to
+   sympy. Real answers are short; long ones are runaway output and the inputs most likely to make
+   sympy crawl (a 1 MB gold once made a 478 MB worker).
 4. **math-verify** (``math_verify.parse`` + ``verify``, its own signal-based timeouts disabled with
    ``parsing_timeout=None`` / ``timeout_seconds=None``). Gold and prediction are both wrapped in
    ``$...$`` when they carry no math delimiters and parsed with LaTeX + Expr extraction; ``verify``
-   gets them in that order (it is asymmetric: gold first). One correction on top of math-verify:
+   gets them in that order (it is asymmetric: gold first). Corrections on top of math-verify:
    its numeric comparison treats ``|a - b|`` below 1e-15 as zero, so ``1/2004!`` "equals"
-   ``1/2006!`` (Math-Verify #14). We patch its ``sympy_numeric_eq`` to also require a relative
-   difference below 1e-10 (1e-4 when either side is a decimal, keeping its 6-decimal rounding
-   for ordinary magnitudes). Results without error are cached (LRU, in the calling process).
+   ``1/2006!`` (Math-Verify #14), and rounds decimals to 6 places; we patch its
+   ``sympy_numeric_eq`` to also require a relative difference below 1e-10 (1e-12 when either side
+   is a decimal: a decimal must be the value, not a rounding of it). ``a \\pm b`` is expanded to
+   both roots. When math-verify still says "different", two plain expressions with the same
+   variables are compared with every variable a **positive real** (the assumption a contest's
+   parameters carry: ``\\sqrt{2/k}`` = ``\\sqrt{2}/\\sqrt{k}``, Math-Verify #64). Results without
+   error are cached (LRU, in the calling process).
 
 Timeout design, and why
 -----------------------
