@@ -30,6 +30,7 @@ _UNICODE = {
     "\u2260": "\\ne ", "\u2248": "\\approx ", "\u00b0": "^\\circ ", "\u00bd": "\\frac{1}{2}",
     "\u2153": "\\frac{1}{3}", "\u2154": "\\frac{2}{3}", "\u00bc": "\\frac{1}{4}", "\u00be": "\\frac{3}{4}",
     "\u2026": "\\ldots ", "\u222a": "\\cup ", "\u2229": "\\cap ", "\u2208": "\\in ",
+    "\u00b1": "\\pm ", "\u2213": "\\mp ", "\u2205": "\\emptyset ",
 }
 _SUPERSCRIPTS = str.maketrans("\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079\u207b\u207a", "0123456789-+")
 _SUPERSCRIPT_RUN = re.compile("[\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079\u207b\u207a]+")
@@ -55,7 +56,7 @@ def prepare(s: str) -> str:
         s = _SUPERSCRIPT_RUN.sub(lambda m: "^{" + m.group().translate(_SUPERSCRIPTS) + "}", s)
         s = _ROOT.sub(_root_latex, s)
     if "\\" in s:
-        s = _UPRIGHT_E.sub("e", s)
+        s = _UPRIGHT_E.sub("e", s).replace("\\varnothing", "\\emptyset")
         approx = _APPROX.search(s)
         if approx and s[: approx.start()].strip(" $"):
             s = s[: approx.start()].rstrip()
@@ -289,13 +290,14 @@ def _relatively_close(a: Any, b: Any, mv_grader: Any) -> bool:
             return True
         # A decimal must be the value, not an approximation of it (issue 13: `1.7320508` for
         # `\sqrt{3}` is wrong); 1e-12 only absorbs the binary rounding of sympy's Floats.
-        tol = 1e-12 if (a.has(Float) or b.has(Float)) else 1e-10
+        # Exact closed forms must agree to 40 digits (`\\sqrt{2} + 10^{-20}` is not `\\sqrt{2}`).
+        tol = 1e-12 if (a.has(Float) or b.has(Float)) else 1e-40
         pairs = [(a.doit(), b.doit())]
         get_pct_val = getattr(mv_grader, "get_pct_val", None)
         if get_pct_val is not None:  # math-verify also compares 9% with 9 by the bare values
             pairs.append((get_pct_val(a, a), get_pct_val(b, b)))
         for x, y in pairs:
-            xv, yv = x.evalf(30), y.evalf(30)
+            xv, yv = x.evalf(60), y.evalf(60)
             if not (xv.is_number and yv.is_number):
                 return True
             diff = abs(xv - yv)
@@ -340,17 +342,31 @@ _SAMPLE_POINTS = ((2, 3, 5), (7, 11, 13), (3, 2, 17))
 
 
 def _equal_for_positive_symbols(gold: Any, pred: Any) -> bool:
-    """Equal when every variable is a positive real, the assumption a contest answer implies for
-    its parameters (``\\sqrt{2/k}`` = ``\\sqrt{2}/\\sqrt{k}``, ``\\sqrt{n^2}`` = ``n``, Math-Verify
-    #64), which sympy does not make. Only plain expressions with the same variables on both sides;
-    a quick numeric test at a few positive points rejects, ``simplify`` confirms."""
-    from sympy import Dummy, Expr, simplify
+    """Equal when ``i`` is the imaginary unit and every other variable a positive real, the
+    assumption a contest answer implies for its parameters (``\\sqrt{2/k}`` = ``\\sqrt{2}/\\sqrt{k}``,
+    ``\\sqrt{n^2}`` = ``n``, Math-Verify #64), which sympy does not make. Only plain expressions with
+    the same variables on both sides and no ``|.|`` (an absolute value in the gold says the sign
+    matters); a quick numeric test at a few positive points rejects, ``simplify`` confirms."""
+    from sympy import Abs, Dummy, Expr, I, sign, simplify
 
     if not (isinstance(gold, Expr) and isinstance(pred, Expr)):
         return False
-    symbols = sorted(gold.free_symbols, key=str)
-    if not symbols or set(symbols) != pred.free_symbols or len(symbols) > 3:
+    if gold.has(Abs, sign) or pred.has(Abs, sign):
         return False
+    # math-verify's `i` is a symbol (with assumptions of its own): match it by name.
+    gold = gold.subs({x: I for x in gold.free_symbols if x.name == "i"})
+    pred = pred.subs({x: I for x in pred.free_symbols if x.name == "i"})
+    symbols = sorted(gold.free_symbols, key=str)
+    if set(symbols) != pred.free_symbols or len(symbols) > 3:
+        return False
+    if not symbols:  # `i^2` vs `-1`: closed forms, compared to 40 significant digits
+        if gold == pred:
+            return True
+        gv, pv = gold.evalf(60), pred.evalf(60)
+        if not all(v.is_number and v.is_finite for v in (gv, pv)):
+            return False
+        scale = max(abs(gv), abs(pv))
+        return bool(scale == 0 or abs(gv - pv) <= 1e-40 * scale)
     positive = {x: Dummy(x.name, positive=True) for x in symbols}
     g, p = gold.subs(positive), pred.subs(positive)
     for point in _SAMPLE_POINTS:
@@ -362,8 +378,8 @@ def _equal_for_positive_symbols(gold: Any, pred: Any) -> bool:
 
 
 def check(gold: str, pred: str) -> tuple[bool, str | None]:
+    """``math_verify_check`` that never raises: an exception is ``(False, "exception: <Type>")``."""
     try:
         return math_verify_check(gold, pred)
     except Exception as exc:  # noqa: BLE001 - sympy raises anything; the verdict is "wrong", with why
         return False, f"exception: {type(exc).__name__}"
-

@@ -77,8 +77,10 @@ _CLOSING_ANCHOR = re.compile(
 _CLOSING_BOLD = re.compile(r"\*\*([^*]{1,80})\*\*\.?")
 # The value: one math span, a number, or a choice letter, then only the end of the sentence.
 _CLOSING_VALUE = re.compile(
-    r"(?:\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]"
+    r"(?:\$\$([^$]+)\$\$|\$([^$]+)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]"
     r"|\*\*([^*]+)\*\*|([-+]?\d[\d,]*(?:\.\d+)?)|(\(?[A-E]\)?))[ \t]*[.!]?"
+    # a courtesy sentence may follow; nothing else may
+    r"(?:[ \t]+I hope (?:it|this) (?:is correct|helps)[.!]?)?"
 )
 _BOX_WORD = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # control characters other than \t \n \r

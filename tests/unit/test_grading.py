@@ -566,6 +566,8 @@ def test_variables_are_positive_as_a_contest_implies(grader: Grader) -> None:
     assert grader.grade(r"\boxed{\sqrt{2/k}}", r"\frac{\sqrt{2}}{\sqrt{k}}").status == "correct"
     assert grader.grade(r"\boxed{\sqrt{3/k}}", r"\frac{\sqrt{2}}{\sqrt{k}}").status == "wrong"
     assert grader.grade(r"\boxed{-n}", r"\sqrt{n^2}").status == "wrong"
+    assert grader.grade(r"\boxed{x}", "|x|").status == "wrong"  # an absolute value says the sign matters
+    assert grader.grade(r"\boxed{i^2}", "-1").status == "correct"  # i is the imaginary unit
 
 
 # --- helpers ----------------------------------------------------------------------------------------
