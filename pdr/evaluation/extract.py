@@ -83,6 +83,7 @@ _CLOSING_VALUE = re.compile(
     r"(?:[ \t]+I hope (?:it|this) (?:is correct|helps)[.!]?)?"
 )
 _BOX_WORD = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
+_LIST_LINE_MAX_CHARS = 2000
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # control characters other than \t \n \r
 
 
@@ -240,31 +241,35 @@ def _ends_inside_a_box(text: str) -> bool:
 def _with_boxes_on_the_same_line(text: str, answer: str) -> str:
     """``$\\boxed{2}$ and $\\boxed{3}$`` on one line is one answer, ``2, 3``: the boxes are joined
     when only connectives (``and``, ``or``, commas, ``x =``, math delimiters) separate them."""
-    # Work on the line that holds the last box (the box is usually on the last line, or near it).
-    end = text.rfind(answer)
-    if end < 0:
+    end = len(text)
+    for _ in range(_FAST_TRIES):  # the box that gave `answer` (blank ones after it were skipped)
+        start = max(text.rfind("\\boxed", 0, end), text.rfind("\\fbox", 0, end))
+        if start < 0:
+            return answer
+        if _box_at(text, start) == answer:
+            break
+        end = start
+    else:
         return answer
-    line_start = text.rfind("\n", 0, end) + 1
-    line_end = text.find("\n", end)
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", start)
     line = text[line_start : line_end if line_end >= 0 else len(text)]
-    boxes = [(m.start(), m.end()) for m in _BOX_OPEN.finditer(line)]
-    if len(boxes) < 2:
-        return answer
+    if len(line) > _LIST_LINE_MAX_CHARS:
+        return answer  # not a sentence listing solutions; and joining must stay linear
     parts: list[str] = []
     prev_end = -1
-    for start, _ in boxes:
-        content = _box_at(line, start)
-        close = _box_close(line, start)
-        if content is None or close is None or start < prev_end:
+    for m in _BOX_OPEN.finditer(line):
+        content = _box_at(line, m.start())
+        close = _box_close(line, m.start())
+        if content is None or close is None or m.start() < prev_end:
             return answer  # a blank, unclosed or nested box: no list here
-        if prev_end >= 0 and not _CONNECTIVE.fullmatch(line[prev_end:start]):
+        if prev_end >= 0 and not _CONNECTIVE.fullmatch(line[prev_end : m.start()]):
             parts = []  # not a list: start again from this box
         parts.append(content)
         prev_end = close
     if len(parts) < 2 or parts[-1] != answer:
         return answer
-    unique = list(dict.fromkeys(parts))
-    return ", ".join(unique)
+    return ", ".join(dict.fromkeys(parts))
 
 
 def _box_close(text: str, start: int) -> int | None:

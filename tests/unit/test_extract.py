@@ -113,6 +113,9 @@ def test_last_boxed_prefers_the_last_usable_box() -> None:
         "final answer" + " " * 1_000_000 + "x",
         "Answer:\n" * 200_000,
         "<think>" * 200_000,
+        r"\boxed{" * 100_000 + "1" + "}" * 100_000,
+        r"$\boxed{1}$ and " * 100_000,
+        "The answer is " * 100_000 + "42.",
     ],
     ids=[
         "2MB-prose",
@@ -122,6 +125,9 @@ def test_last_boxed_prefers_the_last_usable_box() -> None:
         "spaces",
         "many-anchors",
         "think-tags",
+        "nested-boxes",
+        "boxes-on-one-line",
+        "closing-anchors",
     ],
 )
 def test_extraction_is_linear_on_huge_inputs(response: str) -> None:
