@@ -172,6 +172,13 @@ def fast_check(extracted: str, gold: str) -> tuple[bool, str] | None:
     pred_n, gold_n = _normalize(extracted), _normalize(gold)
     if pred_n == gold_n and pred_n:
         return True, "string"
+    sequence = sequence_check(gold_n, pred_n, _element_fast)
+    if sequence is not None:
+        return sequence, "sequence"
+    return _fast_value_check(pred_n, gold_n)
+
+
+def _fast_value_check(pred_n: str, gold_n: str) -> tuple[bool, str] | None:
     pred_b, gold_b = _BASE_NUMBER.fullmatch(pred_n), _BASE_NUMBER.fullmatch(gold_n)
     if pred_b and gold_b:
         # math-verify drops the base subscript, so `52_6` would "equal" `52_8`.
@@ -183,6 +190,55 @@ def fast_check(extracted: str, gold: str) -> tuple[bool, str] | None:
         if pred_v[1] and gold_v[1]:
             return False, "number"
     return None
+
+
+def _element_fast(gold: str, pred: str) -> bool | None:
+    decided = _fast_value_check(pred, gold) if pred != gold else (True, "string")
+    return None if decided is None else decided[0]
+
+
+_ELLIPSIS = re.compile(r"\\[lc]?dots(?![A-Za-z])|\.\.\.|\u2026")
+
+
+def sequence_check(gold: str, pred: str, element_equal: Any) -> bool | None:
+    """A sequence or pattern with an ellipsis (``1, 3, 5, \\ldots``) is compared element by element,
+    in order, ellipsis against ellipsis: same length, same places for the ellipses, every element
+    equal by ``element_equal(gold_el, pred_el) -> bool | None``. None when neither side is such a
+    list, or when ``element_equal`` cannot decide an element (then a slower check decides)."""
+    gold_items, pred_items = _top_level_items(gold), _top_level_items(pred)
+    gold_dots = [bool(_ELLIPSIS.fullmatch(x)) for x in gold_items]
+    pred_dots = [bool(_ELLIPSIS.fullmatch(x)) for x in pred_items]
+    if not ((len(gold_items) > 1 and any(gold_dots)) or (len(pred_items) > 1 and any(pred_dots))):
+        return None
+    if gold_dots != pred_dots:
+        return False
+    undecided = False
+    for g, p, dots in zip(gold_items, pred_items, gold_dots, strict=True):
+        if dots:
+            continue
+        equal = element_equal(g, p)
+        if equal is False:
+            return False
+        undecided |= equal is None
+    return None if undecided else True
+
+
+def _top_level_items(s: str) -> list[str]:
+    """``s`` split at commas outside brackets and braces, stripped (``\\{1, 2\\}`` is one item)."""
+    s = s.strip()
+    if s.startswith("\\{") and s.endswith("\\}"):
+        s = s[2:-2]
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(s):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(s[start:i].strip())
+            start = i + 1
+    items.append(s[start:].strip())
+    return items
 
 
 # --------------------------------------------------------------------------------------------------
@@ -322,6 +378,9 @@ def _parse(text: str) -> Any:
 def math_verify_check(gold: str, pred: str) -> tuple[bool, str | None]:
     """(equal, error) by math-verify. No timeout of its own: call it in a killable process."""
     mv = load_math_verify()
+    sequence = sequence_check(gold, pred, lambda g, p: math_verify_check(g, p)[0])
+    if sequence is not None:
+        return sequence, None
     gold_parsed = _parse(gold)
     if not gold_parsed:
         return False, "gold_unparsable"
