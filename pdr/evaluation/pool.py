@@ -122,6 +122,11 @@ class _GraderProcess(SpawnProcess):
     """A spawned process started without the caller's ``__main__`` (pebble calls ``start``)."""
 
     def start(self) -> None:
+        # Daemonic, although pebble asks for non-daemonic workers: multiprocessing's exit function
+        # (run by atexit, and directly at the end of every multiprocessing/loky child process) joins
+        # non-daemonic children for ever, and an idle grading worker never exits on its own, so a
+        # joblib/loky sweep worker that graded could never finish. Daemonic ones are terminated.
+        self.daemon = True
         try:
             with _LAUNCH_LOCK, _children_allowed(), _stdlib_start_method(), _main_hidden():
                 super().start()

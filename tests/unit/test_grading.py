@@ -386,6 +386,20 @@ def test_inside_a_daemonic_multiprocessing_pool_worker() -> None:
     assert result.status == "correct" and result.method == "math_verify"
 
 
+def test_a_child_process_that_graded_exits() -> None:
+    """A (non-daemonic) multiprocessing or loky child that graded must be able to exit: the end of
+    its bootstrap joins its non-daemonic children, and idle grading workers never exit on their own
+    (seen in a joblib-launcher sweep that hung after its last job)."""
+    child = multiprocessing.get_context("spawn").Process(target=grade, args=(r"\boxed{\sqrt{8}}", r"2\sqrt{2}"))
+    child.start()
+    child.join(timeout=120)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+        child.join()
+    assert not alive and child.exitcode == 0
+
+
 def test_in_process_mode_starts_no_worker() -> None:
     with Grader(workers=0) as g:
         assert g.grade(r"\boxed{\sqrt{8}}", r"2\sqrt{2}").status == "correct"
