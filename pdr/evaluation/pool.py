@@ -22,9 +22,11 @@ re-run, and the child imports only what unpickling the pebble worker needs (pebb
 ``pdr.evaluation.pool``). Another thread that looks at ``sys.modules["__main__"]`` during exactly
 that window sees the empty module; the window is one fork+exec, and only while a worker starts.
 
-The same hook lets a daemonic process (a ``multiprocessing.Pool`` worker) start our workers, and
+The same hook lets a daemonic process (a ``multiprocessing.Pool`` worker) start our workers,
 resets a non-stdlib global start method (joblib's "loky", which a spawned child cannot resolve)
-for the duration of the start.
+for the duration of the start, and makes the workers daemonic (pebble's are not): the end of every
+multiprocessing or loky child joins its non-daemonic children, and idle grading workers never exit
+on their own, so a sweep worker that graded would never finish.
 
 Failure to start is not "wrong"
 -------------------------------
