@@ -392,10 +392,10 @@ def _bundled_cases() -> list[tuple[str, str, str, str, str]]:
             if _same_value(other, gold):
                 continue
             out.append((f"Putting it together, the answer is $\\boxed{{{other}}}$.", gold, W, src, "neighbour"))
-    for r in _rows("amc2023") + _rows("hmmt_feb2025"):
-        gold = r["answer"]
-        name = "amc2023" if r in _rows("amc2023") else "hmmt_feb2025"
-        out.append((f"So the final answer is $\\boxed{{{gold}}}$.", gold, C, f"pdr/data/bundled/{name}.jsonl#{r['id']}", "self"))
+    for name in ("amc2023", "hmmt_feb2025"):
+        for r in _rows(name):
+            gold, src = r["answer"], f"pdr/data/bundled/{name}.jsonl#{r['id']}"
+            out.append((f"So the final answer is $\\boxed{{{gold}}}$.", gold, C, src, "self"))
     return out
 
 
