@@ -24,8 +24,8 @@ from pdr.config.schema import register_configs
 from pdr.config.secrets import is_secret_key
 from pdr.errors import ConfigError, PdrError, did_you_mean
 from pdr.strategies.graph import compile_graph
-from pdr.tracking.sweep import parent_run_for_job, tracking_uri_for
 from pdr.tracking.mlflow_run import ui_command
+from pdr.tracking.sweep import parent_run_for_job, tracking_uri_for
 
 if TYPE_CHECKING:
     from pdr.config.schema import Config

@@ -59,16 +59,14 @@ from pdr.results import (
     ResultsWriter,
     RunFailed,
     RunPlan,
-    config_dict,  # noqa: F401 - pdr.dryrun still imports it from here; its home is pdr.results
     plan_run,
     resolve_cache_mode,
-    run_key,  # noqa: F401 - pdr.dryrun still imports it from here; its home is pdr.results
     write_json,
     write_summary,
 )
+from pdr.results.trace_view import write_trace_html
 from pdr.strategies.graph import Graph, compile_graph
 from pdr.tracking.mlflow_run import MlflowRun, start_tracking
-from pdr.results.trace_view import write_trace_html
 
 if TYPE_CHECKING:
     from tqdm import tqdm
