@@ -275,8 +275,12 @@ def outcome_row(
         correct = False
     else:
         assert final_grade is not None, "a final answer is always graded"
-        status = final_grade.status if final_grade.status in ("correct", "wrong", "no_answer") else "wrong"
+        # "error": the grader could not decide (its workers could not start, a grading job failed).
+        # Never counted as wrong: the row is an error row, re-graded by resume=true.
+        status = final_grade.status if final_grade.status in ("correct", "wrong", "no_answer", "error") else "wrong"
         correct = bool(final_grade.correct)
+        if status == "error":
+            row.update(error=f"grading failed: {final_grade.error}", error_type="GradingError")
     row.update(
         answer=_short(final.answer),
         correct=correct,

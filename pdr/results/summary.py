@@ -24,6 +24,8 @@ ERROR_HINTS = {
     "AuthError": "the server rejected the API key; check the variable named by engine.api_key_env",
     "EngineRequestError": "the server refused the request (a 4xx or a malformed answer); see the message",
     "StallTimeout": "no call finished for the stall timeout; check the server, then resume=true",
+    "GradingError": "the grader could not decide (its worker processes could not start or failed); see grade_error, "
+    "then resume=true re-grades these rows (their engine calls come back from the journal)",
 }
 
 
