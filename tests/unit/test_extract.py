@@ -133,4 +133,6 @@ def test_last_boxed_prefers_the_last_usable_box() -> None:
 def test_extraction_is_linear_on_huge_inputs(response: str) -> None:
     start = time.perf_counter()
     extract_answer(response)
-    assert time.perf_counter() - start < 2.0
+    # Linear takes well under a second on these 0.3-2 MB inputs; a quadratic scan takes hours. The
+    # bound is generous so that a loaded or 3x slower machine passes (2.0 s once failed under load).
+    assert time.perf_counter() - start < 60.0

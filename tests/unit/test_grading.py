@@ -280,7 +280,9 @@ def test_long_answers_are_bounded(grader: Grader) -> None:
     assert (result.status, result.error, result.method) == ("wrong", "too_long", "limit")
     huge = grader.grade(r"\boxed{" + "1+" * 1_000_000 + "1}", "5")  # a 2 MB box
     assert (huge.status, huge.error) == ("wrong", "too_long")
-    assert time.perf_counter() - start < 3.0
+    # method "limit" already proves sympy never saw them; the clock only guards against a hang
+    # (generous: this suite must pass on a machine 3x slower under load).
+    assert time.perf_counter() - start < 60.0
     # The bound is on what reaches sympy: an over-long answer equal to the gold as a string passes.
     long_gold = "+".join(["x"] * 1500)
     assert Grader(workers=0).grade(rf"\boxed{{{long_gold}}}", long_gold).status == "correct"
@@ -290,7 +292,7 @@ def test_two_megabyte_response(grader: Grader) -> None:
     start = time.perf_counter()
     result = grader.grade("<think>" + "hmm " * 250_000 + "</think>" + "x " * 1_000_000 + r"\boxed{5}", "5")
     assert result.status == "correct"
-    assert time.perf_counter() - start < 3.0
+    assert time.perf_counter() - start < 60.0  # linear: ~0.1 s; a quadratic pass over 2 MB takes hours
 
 
 # --- the hard timeout ------------------------------------------------------------------------------
@@ -518,7 +520,7 @@ def test_a_huge_gold_is_bounded_like_an_answer(grader: Grader) -> None:
     start = time.perf_counter()
     result = grader.grade(r"\boxed{5}", huge_gold)
     assert (result.status, result.error) == ("wrong", "too_long")
-    assert time.perf_counter() - start < 5.0
+    assert time.perf_counter() - start < 60.0  # a hang guard; "too_long" is the behaviour under test
 
 
 # --- the bundled gold answers ----------------------------------------------------------------------
