@@ -7,6 +7,7 @@ bad value fails before any engine call, with a message naming the override key, 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from omegaconf import MISSING
@@ -21,7 +22,7 @@ from pdr.config.strategy import (
     StrategyConfig,
     check_choice,
 )
-from pdr.errors import ConfigError
+from pdr.errors import ConfigError, did_you_mean
 
 
 @dataclass
@@ -53,9 +54,49 @@ class TrackingConfig:
     parent_run_id: str | None = None
 
 
+# Each prompt's placeholders: (those it must contain, those it may contain). Only these names are
+# substituted (pdr.strategies.state.render), so a misspelt one would reach the model verbatim and a
+# dropped one would silently withhold the problem or the workspace: both fail at compose time.
+PROMPT_PLACEHOLDERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "system": ((), ()),
+    "draft": (("problem",), ()),
+    "refine": (("problem", "workspace"), ()),
+    "summary": (("problem", "candidates"), ("kappa",)),
+    "select": (("problem", "candidates"), ("k",)),
+    "sr_refine": (("problem", "workspace"), ()),
+    "critique": (("problem", "solution"), ()),
+    "critique_block": (("critique",), ()),
+    "candidate": (("solution",), ("index",)),
+}
+# A `{name}` that is not a LaTeX argument: not right after a letter (`\boxed{x}`), a backslash,
+# `}` (`\frac{a}{b}`), `^` or `_` (`x^{n}`). Those are left alone by render() and need no check.
+_BRACED_NAME = re.compile(r"(?<![A-Za-z\\}^_])\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def check_prompt(name: str, template: str | None) -> None:
+    """ConfigError (one line, naming `prompts.<name>` and the placeholder) if `template` lacks a
+    placeholder the prompt needs or holds one it does not take."""
+    if template is None or template == MISSING or name not in PROMPT_PLACEHOLDERS:
+        return  # MISSING: the schema alone, before the YAML's values
+    required, optional = PROMPT_PLACEHOLDERS[name]
+    allowed = (*required, *optional)
+    takes = ", ".join(f"{{{p}}}" for p in allowed) or "no placeholders"
+    # A known name is substituted wherever it stands (render() has no LaTeX rule); an unknown one
+    # is reported only where it cannot be a LaTeX argument.
+    found = {p for p in allowed if f"{{{p}}}" in template}
+    for p in _BRACED_NAME.findall(template):
+        if p not in allowed:
+            hint = did_you_mean(p, allowed).replace("'", "")
+            hint = re.sub(r"did you mean (\w+)", r"did you mean {\1}", hint)
+            raise ConfigError(f"prompts.{name}: unknown placeholder {{{p}}}{hint}; the {name} prompt takes {takes}")
+    for p in required:
+        if p not in found:
+            raise ConfigError(f"prompts.{name}: missing placeholder {{{p}}}; the {name} prompt needs {takes}")
+
+
 @dataclass
 class PromptsConfig:
-    """Prompt templates. Placeholders: {problem}, {workspace}, {candidates}, {solution}, {critique}, {k}.
+    """Prompt templates. Placeholders per prompt: `PROMPT_PLACEHOLDERS` (checked at compose time).
     Only these names are substituted, so LaTeX braces in templates are safe."""
 
     system: str | None = None
@@ -67,6 +108,10 @@ class PromptsConfig:
     critique: str = MISSING
     critique_block: str = MISSING
     candidate: str = MISSING  # how one candidate is shown inside {candidates} / an extractive workspace
+
+    def __post_init__(self) -> None:
+        for name in PROMPT_PLACEHOLDERS:
+            check_prompt(name, getattr(self, name))
 
 
 @dataclass

@@ -41,9 +41,10 @@ from pdr.strategies.registry import (
     register_distill,
     register_op,
 )
-from pdr.strategies.state import Candidate, OpContext, State, render, trim_tokens
+from pdr.strategies.state import Candidate, OpContext, State, render, trim_tokens, warn_once
 
 SELECTION_RULES = ("agreement", "judge")
+DEFAULT_K = 2  # k of a type that keeps k drafts when strategy.k is null
 # An extractive workspace gives each of its candidates workspace_tokens / (their number) tokens;
 # below this a candidate cannot hold a worked solution and its final answer.
 MIN_TOKENS_PER_CANDIDATE = 128
@@ -77,10 +78,14 @@ class Distill(Op):
             renamed=RENAMED_DISTILL_TYPES,
         )
         k = None
-        if spec.needs_k:  # other types keep no k drafts: a `k:` given to them is ignored
-            if step.get("k") is None:
-                raise ConfigError(f"{cc.where}: distill type {spec.name} needs k (e.g. k: ${{strategy.k}})")
-            k = cc.int(step, "k", minimum=1)
+        if spec.needs_k:
+            # null (strategy.k's default) means DEFAULT_K for the types that keep k drafts.
+            k = DEFAULT_K if step.get("k") is None else cc.int(step, "k", minimum=1)
+        elif step.get("k") is not None:  # a setting that does nothing: said once per process
+            warn_once(
+                f"{cc.key('k', step.get('k'))}={step.get('k')} does nothing with distill type {spec.name} "
+                "(it keeps no k drafts); drop it"
+            )
         selection = step.get("selection", cc.default("selection", "agreement"))
         cc.choice("selection", selection, SELECTION_RULES, "selection rule")
         ws = cc.int(
