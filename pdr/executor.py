@@ -262,6 +262,7 @@ def outcome_row(
         row.update(
             answer=None,
             correct=False,
+            answer_correct=None,
             status="error",
             error=outcome.error,
             error_type=outcome.error_type,
@@ -270,16 +271,24 @@ def outcome_row(
         return row
     final = state.final
     assert final is not None
-    if final.answer is None:
-        status = "truncated" if final.truncated else "no_answer"
-        correct = False
-    else:
+    # The status says how the final output ended, one meaning each: `truncated` whenever it hit
+    # its cap, even if a boxed answer survived in it; the grade of whatever answer was extracted
+    # is `answer_correct` (None: no answer), and `correct` (what accuracy counts) follows it.
+    answer_correct: bool | None = None
+    if final.answer is not None:
         assert final_grade is not None, "a final answer is always graded"
+        answer_correct = bool(final_grade.correct)
+    if final.truncated:
+        status = "truncated"
+    elif final.answer is None:
+        status = "no_answer"
+    else:
+        assert final_grade is not None
         status = final_grade.status if final_grade.status in ("correct", "wrong", "no_answer") else "wrong"
-        correct = bool(final_grade.correct)
     row.update(
         answer=_short(final.answer),
-        correct=correct,
+        correct=bool(answer_correct),
+        answer_correct=answer_correct,
         status=status,
         finish_reason=final.completion.finish_reason,
     )
