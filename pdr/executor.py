@@ -43,6 +43,7 @@ class CallRecord:
     finish_reason: str
     latency_s: float
     from_cache: bool = False
+    cap: int = 0  # the generation cap the call was sent with (thinking + answer buffer)
 
 
 @dataclass
@@ -91,20 +92,27 @@ def budgets(calls: list[CallRecord], seq_branch: str = "slowest") -> dict[str, f
     - *_output_tokens: the same with output tokens only.
     - max_context_tokens: the largest input + output of any single call.
     - cached_tokens: prompt tokens the server reported as served from its prefix cache.
+    - seq_tokens_nominal: caps x calls on the critical path, the way the paper states budgets:
+      the sum over steps of the largest generation cap among the step's calls (inputs and
+      realised lengths play no part). total_tokens_nominal: the sum of the caps of every
+      completion (each branch of a fork is a call).
     """
     by_step: dict[int, list[CallRecord]] = defaultdict(list)
     for c in calls:
         by_step[c.step].append(c)
     agg: Callable[[list[float]], float] = max if seq_branch == "slowest" else (lambda v: sum(v) / len(v))
-    seq = seq_out = 0.0
+    seq = seq_out = seq_nominal = 0.0
     for recs in by_step.values():
         seq += agg([r.prompt_tokens + r.completion_tokens for r in recs])
         seq_out += agg([r.completion_tokens for r in recs])
+        seq_nominal += max(r.cap for r in recs)
     return {
         "seq_tokens": seq,
         "total_tokens": float(sum(c.prompt_tokens + c.completion_tokens for c in calls)),
         "seq_output_tokens": seq_out,
         "total_output_tokens": float(sum(c.completion_tokens for c in calls)),
+        "seq_tokens_nominal": seq_nominal,
+        "total_tokens_nominal": float(sum(c.cap for c in calls)),
         "prompt_tokens": float(sum(c.prompt_tokens for c in calls)),
         "completion_tokens": float(sum(c.completion_tokens for c in calls)),
         "cached_tokens": float(sum(c.cached_tokens for c in calls)),
@@ -186,6 +194,7 @@ class Executor:
                         c.finish_reason,
                         c.latency_s,
                         bool(c.meta.get("from_cache")),
+                        sampling.max_tokens,
                     )
                 )
             if self.keep_trace:
