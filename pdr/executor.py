@@ -8,6 +8,7 @@ computed (definitions in `budgets()`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -57,13 +58,20 @@ class Outcome:
     error_type: str | None = None
     trace: list[dict[str, Any]] = field(default_factory=list)
     notes: dict[str, int] = field(default_factory=dict)
+    simulated: bool = False  # the engine was the simulated one: not a model's result
+    oracle: bool = False  # the workspaces were chosen with the gold answers (selection=oracle_*)
 
     @classmethod
-    def failed(cls, problem_id: str, sample: int, exc: BaseException) -> Outcome:
+    def failed(
+        cls, problem_id: str, sample: int, exc: BaseException, *, simulated: bool = False, oracle: bool = False
+    ) -> Outcome:
         """The outcome of a problem-sample that raised `exc` outside the engine-error hierarchy
         (a strategy bug on odd model output, an engine raising something unexpected)."""
         kind = type(exc).__name__
-        return cls(problem_id, sample, None, [], 0.0, error=f"{kind}: {exc}"[:2000], error_type=kind)
+        return cls(
+            problem_id, sample, None, [], 0.0, error=f"{kind}: {exc}"[:2000], error_type=kind,
+            simulated=simulated, oracle=oracle,
+        )  # fmt: skip
 
     @property
     def final_answer(self) -> str | None:
@@ -166,11 +174,16 @@ class Executor:
             max_tokens: int | None = None,
             temperature: float | None = None,
         ) -> list[Completion]:
+            # A step's own max_tokens is one cap for everything; else the run's caps (thinking +
+            # answer buffer when sampling.thinking_tokens is set).
             sampling = SamplingParams(
                 max_tokens=max_tokens or base.max_tokens,
                 temperature=base.temperature if temperature is None else temperature,
                 top_p=base.top_p,
                 top_k=base.top_k,
+                thinking_tokens=None if max_tokens else base.thinking_tokens,
+                budget_forcing=base.budget_forcing,
+                logit_processor=base.logit_processor,
             )
             request = GenRequest(
                 messages=tuple(messages),
@@ -213,12 +226,16 @@ class Executor:
                                 "prompt_tokens": c.prompt_tokens,
                                 "completion_tokens": c.completion_tokens,
                                 "cached_tokens": c.cached_tokens,
+                                **({"phases": c.meta["phases"]} if "phases" in c.meta else {}),
                             }
                             for c in out
                         ],
                     }
                 )
             return out
+
+        async def gold_correct(answers: list[str | None]) -> list[bool]:
+            return await grade_against_gold(answers, problem.answer)
 
         ctx = OpContext(
             problem=problem.problem,
@@ -229,7 +246,9 @@ class Executor:
             ),
             count_tokens=self.count_tokens,
             extract=self.extract,
+            gold_correct=gold_correct if self.graph.oracle else None,
         )
+        flags = {"simulated": bool(getattr(self.engine, "simulated", False)), "oracle": self.graph.oracle}
         try:
             state = await run_graph(self.graph, ctx)
             return Outcome(
@@ -240,6 +259,7 @@ class Executor:
                 time.perf_counter() - started,
                 trace=trace,
                 notes=dict(ctx.notes),
+                **flags,
             )
         except EngineError as exc:
             # Per-problem isolation: this problem-sample is recorded with status "error"; the
@@ -255,7 +275,30 @@ class Executor:
                 error_type=type(exc).__name__,
                 trace=trace,
                 notes=dict(ctx.notes),
+                **flags,
             )
+
+
+async def grade_against_gold(answers: list[str | None], gold: str) -> list[bool]:
+    """Whether each extracted final answer is correct against `gold` (None: not correct), by the
+    run's grader: inline where its fast path decides, the rest in a thread (math-verify)."""
+    from pdr.evaluation.grading import fast_grade, grade_many
+
+    out: list[bool | None] = []
+    rest: list[int] = []
+    for i, a in enumerate(answers):
+        if a is None:
+            out.append(False)
+            continue
+        g = fast_grade(f"\\boxed{{{a}}}", gold)
+        out.append(None if g is None else g.correct)
+        if g is None:
+            rest.append(i)
+    if rest:
+        pairs = [(f"\\boxed{{{answers[i]}}}", gold) for i in rest]
+        for i, g in zip(rest, await asyncio.to_thread(grade_many, pairs), strict=True):
+            out[i] = g.correct
+    return [bool(v) for v in out]
 
 
 def outcome_row(
@@ -264,6 +307,8 @@ def outcome_row(
     """The results.jsonl row of one problem-sample. `grades` maps a draft's answer to its Grade;
     `final_grade` is the final answer's (None when there is no final answer)."""
     row: dict[str, Any] = {"problem_id": outcome.problem_id, "sample": outcome.sample, "gold": problem.answer}
+    row["simulated"] = outcome.simulated
+    row["oracle"] = outcome.oracle
     row.update(budgets(outcome.calls, seq_branch))
     row["wall_s"] = round(outcome.wall_s, 4)
     state = outcome.state

@@ -136,7 +136,8 @@ def run(
             try:
                 tracker = start_tracking(
                     cfg, plan.config, run_key=plan.key, graph=graph.describe(), simulated=engine.simulated,
-                    run_dir=run_dir, launch_dir=launch_dir, extra_tags=extra_tags, resume_from=plan.prior,
+                    run_dir=run_dir, launch_dir=launch_dir, resume_from=plan.prior,
+                    extra_tags={**(extra_tags or {}), **({"oracle": "true"} if graph.oracle else {})},
                     attempt=plan.attempt,
                 )  # fmt: skip
             except BaseException:
@@ -212,7 +213,7 @@ async def _execute(
             if type(exc).__name__ not in unexpected_logged:
                 unexpected_logged.add(type(exc).__name__)
                 log.exception("problem %s sample %d failed unexpectedly", problem.id, sample)
-            outcome = Outcome.failed(problem.id, sample, exc)
+            outcome = Outcome.failed(problem.id, sample, exc, simulated=engine.simulated, oracle=graph.oracle)
         grades = await grading.grade(problem.id, problem.answer, outcome.answers())
         final = outcome.final_answer
         row = outcome_row(

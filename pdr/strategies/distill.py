@@ -17,6 +17,13 @@ Top-k selection (the paper leaves the rule open; `selection`):
 - judge: the model ranks the numbered drafts (prompt `select`) and its boxed list of numbers is
   used; top_k_shared makes one judge call, top_k_per_sample one per branch (a single fork of
   `branches`). An unparsable reply falls back to the agreement ranking (counted in the trace).
+- oracle_correct / oracle_incorrect (the paper's verification-ability analysis, Oracle-PDR):
+  every distill type that chooses among drafts (top-k, random-k, and global_summary, which then
+  summarises only those) sees only the drafts whose final answer the grader finds correct /
+  incorrect against the gold answer (answerless drafts count as incorrect), ranked among
+  themselves by agreement. A workspace may then hold fewer than k drafts. Fallback when no
+  draft of the wanted kind exists: all drafts, as `agreement` would choose (counted in the
+  row's notes as `oracle_fallback`). Rows of such runs carry `oracle: true`.
 
 k, the widths and kappa are checked here, at compile time, and nowhere else.
 """
@@ -43,7 +50,8 @@ from pdr.strategies.registry import (
 )
 from pdr.strategies.state import Candidate, OpContext, State, render, trim_tokens, warn_once
 
-SELECTION_RULES = ("agreement", "judge")
+SELECTION_RULES = ("agreement", "judge", "oracle_correct", "oracle_incorrect")
+ORACLE_RULES = ("oracle_correct", "oracle_incorrect")
 DEFAULT_K = 2  # k of a type that keeps k drafts when strategy.k is null
 # An extractive workspace gives each of its candidates workspace_tokens / (their number) tokens;
 # below this a candidate cannot hold a worked solution and its final answer.
@@ -141,8 +149,15 @@ class Distill(Op):
             )
         return replace(self, branches=cc.next_width if self.spec.per_branch else 1)
 
+    @property
+    def oracle(self) -> bool:
+        """Whether the workspace is chosen with the gold answers (an oracle selection rule on a
+        type that chooses among drafts)."""
+        return self.selection in ORACLE_RULES and self.type != "previous_solution"
+
     def describe(self) -> str:
-        return f"distill({self.type}{'' if self.k is None else f', k={self.k}'})"
+        extra = f", {self.selection}" if self.oracle else ""
+        return f"distill({self.type}{'' if self.k is None else f', k={self.k}'}{extra})"
 
     async def run(self, step: int, state: State, ctx: OpContext) -> None:
         workspaces = await self.spec.build(self, list(state.candidates), ctx, step)
@@ -163,6 +178,7 @@ class Distill(Op):
 
 @register_distill("global_summary", needs_k=False, per_branch=False, extractive=False)
 async def global_summary(op: Distill, drafts: list[Candidate], ctx: OpContext, step: int) -> list[str]:
+    drafts = await oracle_pool(op, drafts, ctx)
     cands = render_candidates(drafts, op.include_thinking, ctx, per_candidate=None)
     user = render(ctx.prompts.summary, problem=ctx.problem, candidates=cands)
     (c,) = await ctx.call(step, "summary", ctx.messages(user))
@@ -172,6 +188,7 @@ async def global_summary(op: Distill, drafts: list[Candidate], ctx: OpContext, s
 
 @register_distill("top_k_shared", needs_k=True, per_branch=False)
 async def top_k_shared(op: Distill, drafts: list[Candidate], ctx: OpContext, step: int) -> list[str]:
+    drafts = await oracle_pool(op, drafts, ctx)
     if op.selection == "judge":
         (chosen,) = await judge(step, op, drafts, ctx, n_branches=1)
     else:
@@ -181,6 +198,7 @@ async def top_k_shared(op: Distill, drafts: list[Candidate], ctx: OpContext, ste
 
 @register_distill("top_k_per_sample", needs_k=True, per_branch=True)
 async def top_k_per_sample(op: Distill, drafts: list[Candidate], ctx: OpContext, step: int) -> list[str]:
+    drafts = await oracle_pool(op, drafts, ctx)
     if op.selection == "judge":
         chosen = await judge(step, op, drafts, ctx, n_branches=op.branches)
     else:  # score-weighted draws without replacement, per branch
@@ -199,6 +217,7 @@ async def top_k_per_sample(op: Distill, drafts: list[Candidate], ctx: OpContext,
 
 @register_distill("random_k", needs_k=True, per_branch=True)
 async def random_k(op: Distill, drafts: list[Candidate], ctx: OpContext, step: int) -> list[str]:
+    drafts = await oracle_pool(op, drafts, ctx)
     rng = ctx.rng(step, "select")
     return [extractive(rng.sample(drafts, _k(op, drafts)), op, ctx) for _ in range(op.branches)]
 
@@ -209,6 +228,23 @@ async def previous_solution(op: Distill, drafts: list[Candidate], ctx: OpContext
 
 
 # ---- helpers -------------------------------------------------------------------------------------
+
+
+async def oracle_pool(op: Distill, drafts: list[Candidate], ctx: OpContext) -> list[Candidate]:
+    """The drafts a distill chooses from: all of them, or with an oracle selection rule those the
+    grader finds correct (oracle_correct) / incorrect (oracle_incorrect) against the gold answer;
+    all of them again when none is of the wanted kind (notes["oracle_fallback"])."""
+    if op.selection not in ORACLE_RULES:
+        return drafts
+    if ctx.gold_correct is None:
+        raise RuntimeError(f"selection {op.selection} needs the gold answers (OpContext.gold_correct)")
+    flags = await ctx.gold_correct([d.answer for d in drafts])
+    want = op.selection == "oracle_correct"
+    pool = [d for d, ok in zip(drafts, flags, strict=True) if ok == want]
+    if not pool:
+        ctx.notes["oracle_fallback"] += 1
+        return drafts
+    return pool
 
 
 def _k(op: Distill, drafts: Sequence[Candidate]) -> int:

@@ -101,6 +101,9 @@ class OpContext:
     rng: Callable[[int, str], random.Random]  # (step, purpose) -> a seeded RNG
     count_tokens: Callable[[str], int]
     extract: Callable[[str], str | None]
+    # Final answers -> whether each is correct against the gold answer (same order). Only the
+    # oracle selection rules read it (never a strategy's own decisions otherwise).
+    gold_correct: Callable[[list[str | None]], Awaitable[list[bool]]] | None = None
     notes: Counter[str] = field(default_factory=Counter)  # counts of noteworthy events, for the trace
 
     def messages(self, user: str) -> list[Message]:
