@@ -67,6 +67,7 @@ from pdr.results import (
     write_summary,
 )
 from pdr.strategies.graph import Graph, compile_graph
+from pdr.strategies.plan import check_context
 from pdr.tracking.mlflow_run import MlflowRun, start_tracking
 from pdr.results.trace_view import write_trace_html
 
@@ -104,6 +105,8 @@ def run(
     check_no_secrets(cfg)  # before anything is written or logged
     graph = compile_graph(cfg.strategy)
     problems = load_problems(cfg.dataset)  # bad data fails here, before any engine call
+    # Every step's worst-case context against engine.context_length (issue 10: pdr/strategies/plan.py).
+    check_context(graph, cfg.prompts, cfg.sampling.max_tokens, cfg.engine.context_length, [p.problem for p in problems])
     plan = plan_run(cfg, run_dir, problems)
     engine = _with_cache(make_engine(cfg.engine, problems, run_dir), cfg, run_dir)
 
@@ -129,6 +132,14 @@ def run(
         with asyncio.Runner() as loop, _sigterm_as_interrupt():
             if plan.todo:  # a finished run resumed again needs no engine (its server may be gone)
                 loop.run(_start(engine, cfg))
+                served = engine.info().get("context_length") if cfg.engine.context_length is None else None
+                if isinstance(served, int):  # the server's own context length, before any request
+                    try:
+                        check_context(graph, cfg.prompts, cfg.sampling.max_tokens, served,
+                                      [p.problem for p in problems], source="the server's context_length")  # fmt: skip
+                    except PdrError:
+                        loop.run(_close_quietly(engine))
+                        raise
             # run.json before anything is written, so that resume=true finds this directory; not
             # earlier, so that a run that could not even start leaves nothing to resume.
             plan.write_info()

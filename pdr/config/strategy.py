@@ -62,6 +62,10 @@ class PDRStrategyConfig(WorkspaceStrategyConfig):
     #   agreement: by how many drafts share the candidate's final answer (no extra calls)
     #   judge:     the model ranks the candidates (one extra call per selection)
     selection: str = "agreement"
+    # The bound on what a summarizer / judge call reads (it reads *all* drafts of the round): each
+    # draft is cut to an equal share. null: drafts in full (checked against the context length
+    # before the first call, pdr/strategies/plan.py).
+    distill_input_tokens: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -61,13 +61,16 @@ MIN_TOKENS_PER_CANDIDATE = 128
 @register_op("distill")
 @dataclass(frozen=True)
 class Distill(Op):
-    keys = ("type", "k", "selection", "workspace_tokens", "include_thinking")
+    keys = ("type", "k", "selection", "workspace_tokens", "include_thinking", "distill_input_tokens")
 
     type: str
     k: int | None = None
     selection: str = "agreement"
     workspace_tokens: int = 4096
     include_thinking: bool = False
+    # The bound on what a summarizer / judge call reads: every draft's text is cut to an equal
+    # share of it (None: drafts in full, as long as the generation cap allows).
+    distill_input_tokens: int | None = None
     # Workspaces to build: the width of the next generate for a per-branch type (set at compile
     # time by `check`), 1 for a shared one.
     branches: int = 1
@@ -101,12 +104,16 @@ class Distill(Op):
             "workspace_tokens",
             minimum=1,
         )
+        dit = step.get("distill_input_tokens", cc.default("distill_input_tokens", None))
+        if dit is not None:
+            dit = cc.int({"distill_input_tokens": dit}, "distill_input_tokens", minimum=MIN_TOKENS_PER_CANDIDATE)
         return cls(
             type=spec.name,
             k=k,
             selection=selection,
             workspace_tokens=ws,
             include_thinking=bool(step.get("include_thinking", cc.default("include_thinking", False))),
+            distill_input_tokens=dit,
         )
 
     def check(self, cc: CompileContext) -> Distill:
@@ -179,8 +186,8 @@ class Distill(Op):
 @register_distill("global_summary", needs_k=False, per_branch=False, extractive=False)
 async def global_summary(op: Distill, drafts: list[Candidate], ctx: OpContext, step: int) -> list[str]:
     drafts = await oracle_pool(op, drafts, ctx)
-    cands = render_candidates(drafts, op.include_thinking, ctx, per_candidate=None)
-    user = render(ctx.prompts.summary, problem=ctx.problem, candidates=cands)
+    cands = render_candidates(drafts, op.include_thinking, ctx, per_candidate=input_share(op, drafts))
+    user = render(ctx.prompts.summary, problem=ctx.problem, candidates=cands, kappa=op.workspace_tokens)
     (c,) = await ctx.call(step, "summary", ctx.messages(user))
     summary = c.text if c.text.strip() else "(the summarizer produced no summary)"
     return [trim_tokens(summary, op.workspace_tokens, ctx.count_tokens)]
@@ -247,6 +254,13 @@ async def oracle_pool(op: Distill, drafts: list[Candidate], ctx: OpContext) -> l
     return pool
 
 
+def input_share(op: Distill, drafts: Sequence[Candidate]) -> int | None:
+    """Each draft's share of `distill_input_tokens` in a summarizer / judge prompt (None: unbounded)."""
+    if op.distill_input_tokens is None:
+        return None
+    return max(1, op.distill_input_tokens // max(1, len(drafts)))
+
+
 def _k(op: Distill, drafts: Sequence[Candidate]) -> int:
     return min(op.k or len(drafts), len(drafts))
 
@@ -258,7 +272,7 @@ async def judge(
     fork of n_branches judge calls (prompt `select`), filled up from the agreement ranking."""
     k = _k(op, drafts)
     ranked = rank_by_agreement(drafts)
-    cands = render_candidates(drafts, op.include_thinking, ctx, per_candidate=None)
+    cands = render_candidates(drafts, op.include_thinking, ctx, per_candidate=input_share(op, drafts))
     user = render(ctx.prompts.select, problem=ctx.problem, candidates=cands, k=k)
     replies = await ctx.call(step, "select", ctx.messages(user), n_branches)
     out = []

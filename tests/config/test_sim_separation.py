@@ -14,7 +14,7 @@ from pdr.strategies.graph import compile_graph
 from tests.conftest import compose_object
 from tests.strategies.scripted import PROBLEM
 
-PAPER = ["paper_long_cot", "paper_sr", "paper_pdr", "paper_pdr_distill"]
+PAPER = ["paper_long_cot", "paper_sr", "paper_pdr", "paper_pdr_distill", "paper_sr_token_matched"]
 
 
 @pytest.mark.parametrize("preset", PAPER)

@@ -32,3 +32,10 @@ def test_paper_sr_nominal_matches_the_paper_figures():
     out, _, _ = run(["+experiment=paper_sr", "strategy.rounds=5", "sampling.max_tokens=26624"], ScriptedEngine())
     b = budgets(out.calls)
     assert b["seq_tokens_nominal"] == b["total_tokens_nominal"] == 6 * 26624
+
+
+def test_token_matched_sr_preset_is_17_calls_of_the_24k_cap():
+    out, graph, cfg = run(["+experiment=paper_sr_token_matched"], ScriptedEngine())
+    b = budgets(out.calls)
+    assert b["engine_calls"] == 17
+    assert b["seq_tokens_nominal"] == b["total_tokens_nominal"] == 17 * 26624 == 452_608
