@@ -80,6 +80,7 @@ def write_summary(
         "metrics": metrics,
         "run_key": plan.key,
         "simulated": engine.simulated,
+        "oracle": any(bool(r.get("oracle")) for r in rows),  # workspaces chosen with the gold answers
         "engine_info": engine_info,
         "graph": graph,
         "errors": error_summary(errors, run_dir / ERRORS),
