@@ -2,9 +2,13 @@
 (written before reading pdr/evaluation or cases.jsonl). Run from the repo root: python tests/grading/make_heldout.py"""
 import json
 import math
+from collections import Counter
 
-M5 = "pdr/data/bundled/math500.jsonl"; HM = "pdr/data/bundled/hmmt_feb2025.jsonl"
-A25 = "pdr/data/bundled/aime2025.jsonl"; A24 = "pdr/data/bundled/aime2024.jsonl"; AMC = "pdr/data/bundled/amc2023.jsonl"
+M5 = "pdr/data/bundled/math500.jsonl"
+HM = "pdr/data/bundled/hmmt_feb2025.jsonl"
+A25 = "pdr/data/bundled/aime2025.jsonl"
+A24 = "pdr/data/bundled/aime2024.jsonl"
+AMC = "pdr/data/bundled/amc2023.jsonl"
 POL = "tests/grading/README.md#labelling-policy"
 U = {
  "mv57": "https://github.com/huggingface/Math-Verify/issues/57",
@@ -116,7 +120,7 @@ for k, (src, gold, goods, bads, rule) in enumerate(G):
             add(T(w, f"**Solution.** {first(w)}\n\n{final_box(g, leads[k % 3])}"), gold, "correct", src, rule)
         else:
             add(f"We solve step by step.\n\n{w}\n\nPutting everything together,\n\n**Final Answer**\n\\[\n\\boxed{{{g}}}\n\\]", gold, "correct", src, rule)
-    for j, b in enumerate(bads):
+    for b in bads:
         add(T(w, f"{first(w)}\n\n{final_box(b, leads[(k + 1) % 3])}"), gold, "wrong", src, rule + " (near miss)")
 
 # no-answer variants on some golds
@@ -232,6 +236,4 @@ add(T(W2, "The answer is $\\boxed{\\text{(A)}}$."), r"\text{(A)}", "correct", M5
 with open("tests/grading/heldout.jsonl", "w", encoding="utf-8") as f:
     for c in cases:
         f.write(json.dumps(c, ensure_ascii=False) + "\n")
-from collections import Counter
-
 print(len(cases), Counter(c["expected"] for c in cases))

@@ -2,6 +2,7 @@
 Written after seeing batch 1 results (one false positive on a long decimal approximation) but before
 reading pdr/evaluation or cases.jsonl; labelled from the README policy only."""
 import json
+
 POL = "tests/grading/README.md#labelling-policy"
 MV48 = "https://github.com/huggingface/Math-Verify/issues/48"
 VERIF = "https://github.com/PrimeIntellect-ai/verifiers/pull/1028"
@@ -18,7 +19,8 @@ def add(final, gold, expected, source, rule, think=True, closed=True):
     else:
         r = W + "\n\n" + final
     cases.append(dict(response=r, gold=gold, expected=expected, source=source, rule=rule))
-B = lambda v: f"The answer is $\\boxed{{{v}}}$."
+def B(v):
+    return f"The answer is $\\boxed{{{v}}}$."
 # approximations of exact values (format counts)
 add(B("3.14159265"), r"\pi", "wrong", POL, "decimal approximation of exact")
 add(B("0.7071067811865476"), r"\frac{\sqrt{2}}{2}", "wrong", MV48, "decimal approximation of exact")
