@@ -369,7 +369,9 @@ def _relatively_close(a: Any, b: Any, mv_grader: Any) -> bool:
 def _decimal_for_irrational(dec: Any, exact: Any) -> bool:
     """``dec`` is a plain decimal number and ``exact`` a Float-free irrational closed form: however
     many digits (``1.4142135623730951`` for ``\\sqrt{2}``, a float64 repr within 1e-16), a decimal
-    only approximates it (policy: a decimal approximation of an exact value is wrong)."""
+    only approximates it (policy: a decimal approximation of an exact value is wrong).
+    Known cost: sympy evaluates a function of a decimal to a Float, so ``e^{1.0}`` or ``\\sqrt{2.0}``
+    (spellings of an irrational with a decimal inside) count as decimals too and are graded wrong."""
     from sympy import Float, Rational
 
     if not dec.has(Float) or exact.has(Float):
