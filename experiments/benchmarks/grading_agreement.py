@@ -1,6 +1,7 @@
 """Agreement of the grader with the labelled regression set (tests/grading/cases.jsonl).
 
     python experiments/benchmarks/grading_agreement.py [--cases tests/grading/cases.jsonl] [--workers 2]
+    python experiments/benchmarks/grading_agreement.py --cases tests/grading/heldout.jsonl   # held out
 
 Prints the confusion table (expected x got), every false positive (expected wrong or no_answer,
 graded correct: must be none) and every other disagreement, with the case's rule and source.

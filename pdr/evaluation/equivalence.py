@@ -348,6 +348,8 @@ def _relatively_close(a: Any, b: Any, mv_grader: Any) -> bool:
         # `\sqrt{3}` is wrong); 1e-12 only absorbs the binary rounding of sympy's Floats.
         # Exact closed forms must agree to 40 digits (`\\sqrt{2} + 10^{-20}` is not `\\sqrt{2}`).
         tol = 1e-12 if (a.has(Float) or b.has(Float)) else 1e-40
+        if _decimal_for_irrational(a, b) or _decimal_for_irrational(b, a):
+            return False
         pairs = [(a.doit(), b.doit())]
         get_pct_val = getattr(mv_grader, "get_pct_val", None)
         if get_pct_val is not None:  # math-verify also compares 9% with 9 by the bare values
@@ -362,6 +364,20 @@ def _relatively_close(a: Any, b: Any, mv_grader: Any) -> bool:
         return False
     except (TypeError, ValueError, ArithmeticError, AttributeError, RecursionError):
         return True
+
+
+def _decimal_for_irrational(dec: Any, exact: Any) -> bool:
+    """``dec`` is a plain decimal number and ``exact`` a Float-free irrational closed form: however
+    many digits (``1.4142135623730951`` for ``\\sqrt{2}``, a float64 repr within 1e-16), a decimal
+    only approximates it (policy: a decimal approximation of an exact value is wrong).
+    Known cost: sympy evaluates a function of a decimal to a Float, so ``e^{1.0}`` or ``\\sqrt{2.0}``
+    (spellings of an irrational with a decimal inside) count as decimals too and are graded wrong."""
+    from sympy import Float, Rational
+
+    if not dec.has(Float) or exact.has(Float):
+        return False
+    as_rational = dec.xreplace({f: Rational(str(f)) for f in dec.atoms(Float)})
+    return bool(as_rational.is_rational) and exact.is_rational is False
 
 
 @lru_cache(maxsize=4096)

@@ -14,8 +14,8 @@ The rules, in order:
    (``\\boxed{\\frac{1}{2}}``) and escaped braces ignored (``\\boxed{\\{1, 2\\}}``). The space form
    ``\\boxed 5`` takes the next token (without trailing punctuation). "Last" is by the position of
    the box command, so for nested boxes (``\\boxed{x = \\boxed{5}}``) the inner one wins. Empty or
-   blank boxes (``\\boxed{}``, ``\\boxed{\\ }``, ``\\boxed{\\quad}``: e.g. a model restating the format
-   instruction) are skipped. Several boxes on the **same line** separated only by connectives
+   blank boxes (``\\boxed{}``, ``\\boxed{\\ }``, ``\\boxed{\\quad}``, ``\\boxed{\\text{}}``:
+   e.g. a model restating the format instruction) are skipped. Several boxes on the **same line** separated only by connectives
    (``and``, ``or``, commas, ``x =``, math delimiters) list the solutions and form one answer:
    ``$\\boxed{2}$ and $\\boxed{3}$`` is ``2, 3``; other words between them (``but rechecking``)
    leave the last box alone.
@@ -26,7 +26,8 @@ The rules, in order:
 5. **Closing commitment.** Else the **last line** of the response may commit to a value: it ends
    with "the answer is X", "Hence/Thus/So/Therefore X" or is a bold ``**X**``, where X is a math
    span, a number or a choice letter followed only by the end of the sentence ("The answer is 42.",
-   "So the answer is $17$.", "Hence $y = 3$.", "The answer is (D)."). A value in the middle of the
+   "So the answer is $17$.", "Hence $y = 3$.", "Thus, the minimum value is $12$.", "The answer is (D).";
+   "the answer is approximately X" gives X, graded as the approximation it is). A value in the middle of the
    working ("we get 42 and then ...", "The answer is 42 if ...") is not an answer.
 6. Nothing found, or an answer with control characters (``\\boxed{1\\x00}``, corrupted output) or a
    restated box command: ``None`` (graded as ``no_answer``).
@@ -66,7 +67,11 @@ _MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]")
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 _STATEMENT_MAX_CHARS = 500  # how much of the line after the anchor we look at
 # A box with only spacing inside is blank: `\boxed{\ }`, `\boxed{\,}`, `\boxed{\quad}`, `\boxed{~}`.
-_BLANK_SPACING = re.compile(r"\\[,;:! ]|\\q?quad(?![a-zA-Z])|~|\\hspace\{[^}]*\}")
+# An empty text wrapper is blank too: `\boxed{\text{}}`, `\boxed{\mathrm{\ }}`.
+_BLANK_SPACING = re.compile(
+    r"\\[,;:! ]|\\q?quad(?![a-zA-Z])|~|\\hspace\{[^}]*\}"
+    r"|\\(?:text|textbf|mathrm|mathbf|mbox)\s*\{(?:\s|\\[,;:! ]|\\q?quad(?![a-zA-Z])|~)*\}"
+)
 # What may separate boxes that list the solutions on one line: `$\boxed{2}$ and $x=\boxed{3}$`.
 _CONNECTIVE = re.compile(r"(?:\s|\$|\\[()]|[,;&]|\band\b|\bor\b|\\text\{\s*(?:and|or)\s*\}|[A-Za-z](?:_\{?\d+\}?)?\s*=)*")
 # Closing commitments (rule 4), only on the last line of the response.
@@ -82,6 +87,11 @@ _CLOSING_VALUE = re.compile(
     # a courtesy sentence may follow; nothing else may
     r"(?:[ \t]+I hope (?:it|this) (?:is correct|helps)[.!]?)?"
 )
+# "The answer is approximately $1.414$": the value given is the approximation (graded as such).
+_APPROX_WORD = re.compile(r"^(?:approximately|about|roughly|around)[ \t]+", re.IGNORECASE)
+# After "Hence/Thus/So/Therefore": "the minimum value is", "the number of pairs equals" ("the", then
+# letters only, so the phrase never swallows a number or a math span; at most six words).
+_NAMED_VALUE = re.compile(r"the[ \t]+(?:[A-Za-z][A-Za-z'-]*[ \t]+){0,5}?(?:is|are|equals|=)[ \t]+", re.IGNORECASE)
 _BOX_WORD = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 _LIST_LINE_MAX_CHARS = 2000
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # control characters other than \t \n \r
@@ -307,10 +317,16 @@ def closing_statement(text: str) -> str | None:
 
 
 def _closing_value(rest: str) -> str | None:
-    rest = rest.strip()
+    rest = _APPROX_WORD.sub("", rest.strip(), count=1)
     m = _CLOSING_VALUE.fullmatch(rest)
     if m is None:
-        return None
+        # "Thus, the minimum value is $12$.": a short noun phrase, then "is", then the value.
+        named = _NAMED_VALUE.match(rest)
+        if named is None:
+            return None
+        m = _CLOSING_VALUE.fullmatch(_APPROX_WORD.sub("", rest[named.end() :], count=1))
+        if m is None:
+            return None
     value = next(g for g in m.groups() if g is not None).strip()
     return value or None
 

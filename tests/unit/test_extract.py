@@ -75,6 +75,12 @@ CASES: list[tuple[str, str | None]] = [
     ("Substituting back, y is three. Hence $y = 3$.", "y = 3"),
     ("Adding up the cases.\n\n**58**", "58"),
     ("After checking each option, the answer is (D).", "(D)"),
+    ("Thus, the minimum value is $12$.", "12"),  # held-out case: "the <noun phrase> is X"
+    ("Thus the number of pairs equals 17.", "17"),
+    ("The answer is approximately $1.414$.", "1.414"),  # graded as the approximation it is
+    ("Hence the value is $5$ when $n$ is odd.", None),
+    ("So this is A.", None),
+    ("The answer is $\\boxed{\\text{}}$.", None),  # an empty text wrapper is a blank box
     ("The answer is 73 if we ignore the constraint, but", None),
     ("The answer is probably 42 but I am not sure.", None),
     ("So $x = 42$ and then we subtract", None),

@@ -52,6 +52,10 @@ TABLE: list[tuple[str, str, str, str | None]] = [
     (r"\boxed{0.\overline{3}}", r"\frac{1}{3}", "correct", r"0.\overline{3}"),
     (r"\boxed{\frac{3}{11}}", r"0.\overline{27}", "correct", r"\frac{3}{11}"),
     (r"\boxed{0.3333}", r"\frac{1}{3}", "wrong", "0.3333"),
+    # a float64 repr is within 1e-16 of the irrational it approximates: still an approximation (held-out #229)
+    (r"\boxed{4.123105625617661}", r"\sqrt{17}", "wrong", "4.123105625617661"),
+    (r"\boxed{6.283185307179586}", r"2\pi", "wrong", "6.283185307179586"),
+    (r"\boxed{0.5 + \frac{\pi}{8}}", r"\frac{1}{2}+\frac{\pi}{8}", "correct", r"0.5 + \frac{\pi}{8}"),
     (r"\boxed{\frac{9}{5}}", r"1\frac{4}{5}", "correct", r"\frac{9}{5}"),
     (r"\boxed{137.5}", r"137 \frac{1}{2}", "correct", "137.5"),
     (r"\boxed{6.72\times 10^{-5}}", ".0000672", "correct", r"6.72\times 10^{-5}"),
