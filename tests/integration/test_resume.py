@@ -364,3 +364,17 @@ def test_a_failing_results_writer_fails_the_caller(tmp_path, monkeypatch):
     other.write({"problem_id": "a", "sample": 0, "status": "correct"}, None)
     with pytest.raises(OSError, match="No space"):
         other.close()
+
+
+def test_resume_logs_into_the_resumed_directory_and_leaves_no_stray_one(tmp_path):
+    """Item 10 of issue 12: `resume=true` used to leave a fresh outputs/<date>/<time>/ holding only
+    Hydra's files and a run.log; its log belongs to the run it continues."""
+    args = [*BASE, "tracking.enabled=false", "dataset.limit=2", "samples=1"]
+    first = _pdr(args, tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = _pdr([*args, "resume=true", "hydra.verbose=true"], tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    dirs = [p for p in tmp_path.glob("outputs/*/*") if p.is_dir()]
+    assert len(dirs) == 1, dirs
+    log_text = (dirs[0] / "run.log").read_text()
+    assert "resume: 2 finished problem-samples kept" in log_text
