@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
@@ -209,6 +210,16 @@ def start_tracking(
     return make(None)
 
 
+def safe_dir_name(name: str) -> str:
+    """`name` as one directory name that cannot leave its parent: every character outside
+    [A-Za-z0-9._-] becomes "_" (path separators included), leading dots too (no `..`, no hidden
+    directory). An experiment called `../../x` or `/abs/x` keeps its artifacts under the artifact
+    root (issue 12); the experiment's name in MLflow stays as given. Empty -> "_"."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    cleaned = re.sub(r"^\.+", lambda m: "_" * len(m.group()), cleaned)
+    return cleaned[:200] or "_"
+
+
 def ensure_experiment(client: Any, name: str, artifact_root: Path | None = None) -> str:
     """The experiment's id, creating it once. Safe against a concurrent creator (another job)."""
     exp = client.get_experiment_by_name(name)
@@ -216,7 +227,7 @@ def ensure_experiment(client: Any, name: str, artifact_root: Path | None = None)
         return exp.experiment_id
     location = None
     if artifact_root is not None:
-        location = (artifact_root / name).resolve().as_uri()
+        location = (artifact_root / safe_dir_name(name)).resolve().as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
     except Exception as exc:  # noqa: BLE001 - a concurrent job may have created it first
