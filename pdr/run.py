@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -229,8 +230,31 @@ def _move_log(hydra_dir: Path | None, run_dir: Path) -> None:
         lg.addHandler(new)
 
 
+def _mask_hydra_files(hydra_dir: Path, sweep_dir: Path | None) -> None:
+    """Mask URL credentials (`mask_secrets`) in the YAML files Hydra wrote before the task started
+    (`.hydra/{config,hydra,overrides}.yaml`; in a sweep also `multirun.yaml`): the engine keeps the
+    real URL in memory, the files on disk hold `http://***@host`. Atomic rewrites, only if needed."""
+    paths = list((hydra_dir / ".hydra").glob("*.yaml"))
+    if sweep_dir is not None:
+        paths.append(sweep_dir / "multirun.yaml")
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        masked = mask_secrets(text)
+        if masked != text:
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(masked, encoding="utf-8")
+            os.replace(tmp, path)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _main(dcfg: DictConfig) -> float | None:
+    hydra_dir_early = _hydra_dir()
+    if hydra_dir_early is not None:  # before anything else can fail and leave them as written
+        sweep = HydraConfig.get().sweep.dir if HydraConfig.get().mode == RunMode.MULTIRUN else None
+        _mask_hydra_files(hydra_dir_early, Path(get_original_cwd()) / sweep if sweep else None)
     try:
         _check_unknown_keys(dcfg)
         cfg = OmegaConf.to_object(dcfg)
@@ -264,7 +288,7 @@ def _main(dcfg: DictConfig) -> float | None:
         )
     extra_tags = {}
     try:
-        extra_tags["overrides"] = " ".join(hc.overrides.task)[:5000]
+        extra_tags["overrides"] = mask_secrets(" ".join(hc.overrides.task))[:5000]
     except Exception:  # noqa: BLE001 - outside a Hydra job
         pass
     # A resumed (or explicit) directory gets this attempt's log; Hydra's fresh one is then empty.
@@ -279,7 +303,7 @@ def _main(dcfg: DictConfig) -> float | None:
         if not elsewhere:  # a run that never started (bad data, no server) leaves no directory
             _discard_hydra_dir(hydra_dir, _NOT_STARTED)
         sys.exit(1)
-    print(format_report(result, cfg))
+    print(mask_secrets(format_report(result, cfg)))
     return result.summary.get("accuracy")
 
 

@@ -60,31 +60,37 @@ def walk_config(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 # ---- masking credentials inside URLs (userinfo, token-like query parameters) ---------------------
 
 MASK = "***"
-# scheme://user:password@host or scheme://token@host: everything between "//" and the last "@"
-# before the path is userinfo (greedy: a password with a raw "@" is masked whole).
-_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/\s'\"<>]+)@")
-# ?token=...&api_key=... (names as SECRET_NAME judges them, plus common short forms).
+# A URL: scheme://... up to whitespace or a quote/bracket.
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s'\"<>]+")
+# Its userinfo: everything between "//" and the last "@" before the path (greedy: a password
+# with a raw "@" is masked whole).
+_USERINFO = re.compile(r"^(?P<scheme>[^:]+://)(?P<userinfo>[^/?#]+)@")
+# Credential-looking query parameters: ?token=..., &api_key=..., &sig=...
 _QUERY_SECRET = re.compile(
-    r"(?P<lead>[?&;](?P<name>[\w.\-]*?(?:api[_-]?key|key|token|secret|passw(?:or)?d|sig|signature|auth"
-    r"|authorization|access[_-]?token|credentials?)))=(?P<value>[^&#\s'\"<>]+)",
+    r"(?P<lead>[?&;](?:[\w.\-]*?(?:api[_-]?key|key|token|secret|passw(?:or)?d|sig|signature|auth"
+    r"|authorization|credentials?)))=(?P<value>[^&#;]+)",
     re.I,
 )
 
 
+def _mask_url(m: re.Match[str]) -> str:
+    url = _USERINFO.sub(lambda u: f"{u['scheme']}{MASK}@", m.group())
+    if "=" in url:
+        url = _QUERY_SECRET.sub(lambda q: f"{q['lead']}={MASK}", url)
+    return url
+
+
 def mask_secrets(text: str) -> str:
     """`text` with every URL's userinfo (`http://user:pw@host` -> `http://***@host`) and the values
-    of credential-looking query parameters (`?token=abc` -> `?token=***`) replaced by `***`.
+    of its credential-looking query parameters (`?token=abc` -> `?token=***`) replaced by `***`.
+    Only URLs are touched (model output around them is not).
 
     The one function for everything pdr shows or stores (config dicts, MLflow params and tags,
     summaries, Hydra's files, log records, CLI errors); engines keep the real URL for requests.
     Cheap on text without a URL (a substring test first)."""
-    if "://" not in text and "=" not in text:
+    if "://" not in text:
         return text
-    if "@" in text:
-        text = _USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
-    if "=" in text and ("?" in text or "&" in text or ";" in text):
-        text = _QUERY_SECRET.sub(lambda m: f"{m['lead']}={MASK}", text)
-    return text
+    return _URL.sub(_mask_url, text)
 
 
 def mask_data(data: Any) -> Any:

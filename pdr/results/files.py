@@ -23,6 +23,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pdr.config.secrets import mask_secrets
+
 log = logging.getLogger(__name__)
 
 RESULTS = "results.jsonl"
@@ -55,9 +57,11 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Replace `path` atomically (write a temporary file, then rename)."""
+    """Replace `path` atomically (write a temporary file, then rename); credentials in URLs masked
+    (`pdr.config.secrets.mask_secrets`): these files are shown, copied and logged to MLflow."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    text = mask_secrets(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    tmp.write_text(text + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 

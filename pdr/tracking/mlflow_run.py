@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pdr.config.secrets import is_secret_key
+from pdr.config.secrets import is_secret_key, mask_secrets
 
 if TYPE_CHECKING:
     from pdr.config.schema import Config
@@ -93,8 +93,11 @@ class MlflowRun:
         import mlflow
         from mlflow.tracking import MlflowClient
 
+        from pdr.tracking.store import prepare_store
+
         self._mlflow = mlflow
         self.uri = uri
+        prepare_store(uri)  # a new SQLite store is created under a lock (jobs started together)
         self.client = MlflowClient(tracking_uri=uri)
         mlflow.set_tracking_uri(uri)
         self.experiment_id = ensure_experiment(self.client, experiment, artifact_root)
@@ -107,6 +110,7 @@ class MlflowRun:
                 all_tags["mlflow.parentRunId"] = parent_run_id
             if run_name:
                 all_tags["mlflow.runName"] = run_name
+            all_tags = {k: mask_secrets(str(v)) for k, v in all_tags.items()}
             run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name)
             self.run_id = run.info.run_id
             self.log_params(params)
@@ -114,13 +118,13 @@ class MlflowRun:
     def log_params(self, params: Mapping[str, str]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, v) for k, v in params.items()]
+        items = [Param(k, mask_secrets(str(v))) for k, v in params.items()]
         for i in range(0, len(items), 100):  # the REST API takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, v)
+            self.client.set_tag(self.run_id, k, mask_secrets(str(v)))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -184,7 +188,7 @@ def start_tracking(
     artifact_root = launch_dir / "mlartifacts" if tracking_uri.startswith("sqlite:") else None
     resume_id = (
         resume_from.get("mlflow_run_id")
-        if cfg.resume and resume_from.get("tracking_uri") == tracking_uri
+        if cfg.resume and resume_from.get("tracking_uri") == mask_secrets(tracking_uri)  # run.json masks it
         else None
     )
 

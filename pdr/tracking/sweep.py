@@ -29,6 +29,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from pdr.config.secrets import mask_data, mask_secrets
+
 log = logging.getLogger(__name__)
 
 PARENT_FILE = "mlflow_parent.json"
@@ -69,7 +71,7 @@ def parent_run_for_job(sweep_dir: Path, tracking_uri: str, experiment: str) -> s
         except (OSError, json.JSONDecodeError) as exc:
             log.warning("cannot read the sweep's parent run file %s: %s", path, exc)
             continue
-        if data.get("tracking_uri") != tracking_uri:
+        if data.get("tracking_uri") != mask_secrets(tracking_uri):  # the file holds it masked
             log.warning("sweep parent run %s is in store %s, this job logs to %s: not nesting it",
                         data.get("run_id"), data.get("tracking_uri"), tracking_uri)
             return None
@@ -143,6 +145,7 @@ def start_parent_run(config: DictConfig) -> dict[str, Any] | None:
     }
     name = tracking.get("run_name") or f"sweep {sweep_id}"
     tags["mlflow.runName"] = name
+    tags = mask_data(tags)
     run = with_store_retry(c.create_run, exp_id, tags=tags, run_name=name)
     run_id = run.info.run_id
     # MLflow param names allow [\w\-. /] only (a swept `+experiment` has a "+").
@@ -154,14 +157,14 @@ def start_parent_run(config: DictConfig) -> dict[str, Any] | None:
     log_params(uri, run_id, params)
 
     cfg_path = sweep_dir / "sweep_config.yaml"
-    cfg_path.write_text(OmegaConf.to_yaml(config, resolve=False), encoding="utf-8")
+    cfg_path.write_text(mask_secrets(OmegaConf.to_yaml(config, resolve=False)), encoding="utf-8")
     with_store_retry(c.log_artifact, run_id, str(cfg_path))
 
     parent = {"run_id": run_id, "tracking_uri": uri, "experiment": experiment, "experiment_id": exp_id,
               "sweep_id": sweep_id, "sweep_dir": str(sweep_dir), "created": time.time()}
     parent_file = sweep_dir / PARENT_FILE
     tmp = parent_file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(parent, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(mask_data(parent), indent=2) + "\n", encoding="utf-8")  # the caller keeps the real URI
     os.replace(tmp, parent_file)
     os.environ[PARENT_FILE_ENV] = str(parent_file)
     log.info("MLflow sweep parent run %s in experiment %r (%s)", run_id, experiment, uri)
