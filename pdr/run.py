@@ -27,7 +27,9 @@ from pdr.config.secrets import install_log_masking, is_secret_key, mask_secrets,
 from pdr.errors import ConfigError, PdrError, did_you_mean
 from pdr.strategies.graph import compile_graph
 from pdr.tracking.mlflow_run import ui_command
-from pdr.tracking.sweep import parent_run_for_job, tracking_uri_for
+
+# (module-level state lives in imported modules: joblib pickles this __main__ module's task by value)
+from pdr.tracking.sweep import die_with_launcher, job_ended, parent_run_for_job, tracking_uri_for
 
 if TYPE_CHECKING:
     from pdr.config.schema import Config
@@ -281,6 +283,8 @@ def _main(dcfg: DictConfig) -> float | None:
         if found is not None and found.resolve() != run_dir.resolve():
             log.info("resuming %s", found)
             run_dir = found
+    if hc.mode == RunMode.MULTIRUN:
+        die_with_launcher()
     if cfg.tracking.enabled and cfg.tracking.parent_run_id is None and hc.mode == RunMode.MULTIRUN:
         # A sweep job: nest under the sweep's parent run (written by pdr.tracking.sweep).
         cfg.tracking.parent_run_id = parent_run_for_job(
@@ -303,6 +307,8 @@ def _main(dcfg: DictConfig) -> float | None:
         if not elsewhere:  # a run that never started (bad data, no server) leaves no directory
             _discard_hydra_dir(hydra_dir, _NOT_STARTED)
         sys.exit(1)
+    finally:
+        job_ended()
     print(mask_secrets(format_report(result, cfg)))
     return result.summary.get("accuracy")
 
