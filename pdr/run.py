@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,11 +23,14 @@ from hydra.utils import get_original_cwd
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pdr.config.schema import register_configs
-from pdr.config.secrets import is_secret_key
+from pdr.config.secrets import install_log_masking, is_secret_key, mask_secrets, secret_overrides
 from pdr.errors import ConfigError, PdrError, did_you_mean
 from pdr.strategies.graph import compile_graph
 from pdr.tracking.mlflow_run import ui_command
 from pdr.tracking.sweep import parent_run_for_job, tracking_uri_for
+
+# (module-level state lives in imported modules: joblib pickles this __main__ module's task by value)
+from pdr.tracking.sweep import die_with_launcher, job_ended, parent_run_for_job, tracking_uri_for
 
 if TYPE_CHECKING:
     from pdr.config.schema import Config
@@ -152,8 +157,108 @@ def format_report(result: RunResult, cfg: Config) -> str:
     return "\n".join(lines)
 
 
+# What Hydra puts in a job's directory before the task runs; a directory holding nothing else (and
+# the files a run that never got going leaves: an empty journal, the lock) has no run in it.
+_HYDRA_ONLY = frozenset({".hydra", "run.log"})
+_NOT_STARTED = _HYDRA_ONLY | {
+    "calls.sqlite",
+    "calls.sqlite-wal",
+    "calls.sqlite-shm",
+    "calls.sqlite.lock",
+    "run.lock",
+}
+
+
+def _hydra_dir() -> Path | None:
+    try:
+        return Path(HydraConfig.get().runtime.output_dir)
+    except Exception:  # noqa: BLE001 - outside a Hydra job
+        return None
+
+
+def _file_handlers_in(directory: Path) -> list[tuple[logging.Logger, logging.FileHandler]]:
+    out = []
+    loggers = [
+        logging.getLogger(),
+        *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)),
+    ]
+    for lg in loggers:
+        for h in lg.handlers:
+            if isinstance(h, logging.FileHandler) and Path(h.baseFilename).parent == directory:
+                out.append((lg, h))
+    return out
+
+
+def _discard_hydra_dir(directory: Path | None, allowed: frozenset[str] = _HYDRA_ONLY) -> bool:
+    """Remove Hydra's job directory (and an emptied date directory above it) if it holds nothing
+    but `allowed` entries: a run that failed validation, or a resume that continued another
+    directory, leaves no stray `outputs/<date>/<time>/`. Its log handlers are closed first."""
+    if directory is None or not directory.is_dir():
+        return False
+    if any(p.name not in allowed for p in directory.iterdir()):
+        return False
+    for lg, h in _file_handlers_in(directory):
+        lg.removeHandler(h)
+        h.close()
+    shutil.rmtree(directory, ignore_errors=True)
+    for parent in (directory.parent, directory.parent.parent):
+        try:
+            parent.rmdir()  # only if empty
+        except OSError:
+            break
+    return True
+
+
+def _move_log(hydra_dir: Path | None, run_dir: Path) -> None:
+    """Send Hydra's job log (run.log) to `run_dir` (a resumed or explicit output directory): what
+    was logged so far is appended to `run_dir`/run.log and the handlers continue there."""
+    if hydra_dir is None or hydra_dir.resolve() == run_dir.resolve():
+        return
+    for lg, h in _file_handlers_in(hydra_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        h.flush()
+        target = run_dir / Path(h.baseFilename).name
+        try:
+            earlier = Path(h.baseFilename).read_text(encoding="utf-8")
+        except OSError:
+            earlier = ""
+        with target.open("a", encoding="utf-8") as f:
+            f.write(earlier)
+        new = logging.FileHandler(target, mode="a", encoding="utf-8")
+        new.setFormatter(h.formatter)
+        new.setLevel(h.level)
+        for flt in h.filters:
+            new.addFilter(flt)
+        lg.removeHandler(h)
+        h.close()
+        lg.addHandler(new)
+
+
+def _mask_hydra_files(hydra_dir: Path, sweep_dir: Path | None) -> None:
+    """Mask URL credentials (`mask_secrets`) in the YAML files Hydra wrote before the task started
+    (`.hydra/{config,hydra,overrides}.yaml`; in a sweep also `multirun.yaml`): the engine keeps the
+    real URL in memory, the files on disk hold `http://***@host`. Atomic rewrites, only if needed."""
+    paths = list((hydra_dir / ".hydra").glob("*.yaml"))
+    if sweep_dir is not None:
+        paths.append(sweep_dir / "multirun.yaml")
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        masked = mask_secrets(text)
+        if masked != text:
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(masked, encoding="utf-8")
+            os.replace(tmp, path)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _main(dcfg: DictConfig) -> float | None:
+    hydra_dir_early = _hydra_dir()
+    if hydra_dir_early is not None:  # before anything else can fail and leave them as written
+        sweep = HydraConfig.get().sweep.dir if HydraConfig.get().mode == RunMode.MULTIRUN else None
+        _mask_hydra_files(hydra_dir_early, Path(get_original_cwd()) / sweep if sweep else None)
     try:
         _check_unknown_keys(dcfg)
         cfg = OmegaConf.to_object(dcfg)
@@ -162,11 +267,13 @@ def _main(dcfg: DictConfig) -> float | None:
         err = _config_error(exc)
         if err is None:
             raise
-        print(f"pdr: config error: {err}", file=sys.stderr)
+        print(f"pdr: config error: {mask_secrets(str(err))}", file=sys.stderr)
+        _discard_hydra_dir(_hydra_dir())
         sys.exit(2)
 
     hc = HydraConfig.get()
-    run_dir = Path(cfg.output_dir) if cfg.output_dir else Path(hc.runtime.output_dir)
+    hydra_dir = Path(hc.runtime.output_dir)
+    run_dir = Path(cfg.output_dir) if cfg.output_dir else hydra_dir
     launch_dir = Path(get_original_cwd())
     # Here, not at the top: they load numpy, the engines and the grader, which `--cfg job` and
     # `--help` do not need.
@@ -178,6 +285,8 @@ def _main(dcfg: DictConfig) -> float | None:
         if found is not None and found.resolve() != run_dir.resolve():
             log.info("resuming %s", found)
             run_dir = found
+    if hc.mode == RunMode.MULTIRUN:
+        die_with_launcher()
     if cfg.tracking.enabled and cfg.tracking.parent_run_id is None and hc.mode == RunMode.MULTIRUN:
         # A sweep job: nest under the sweep's parent run (written by pdr.tracking.sweep).
         cfg.tracking.parent_run_id = parent_run_for_job(
@@ -185,23 +294,50 @@ def _main(dcfg: DictConfig) -> float | None:
         )
     extra_tags = {}
     try:
-        extra_tags["overrides"] = " ".join(hc.overrides.task)[:5000]
+        extra_tags["overrides"] = mask_secrets(" ".join(hc.overrides.task))[:5000]
     except Exception:  # noqa: BLE001 - outside a Hydra job
         pass
+    # A resumed (or explicit) directory gets this attempt's log; Hydra's fresh one is then empty.
+    elsewhere = run_dir.resolve() != hydra_dir.resolve()
+    if elsewhere:
+        _move_log(hydra_dir, run_dir)
+        _discard_hydra_dir(hydra_dir)
     try:
         result = run(cfg, run_dir, launch_dir=launch_dir, extra_tags=extra_tags)
     except PdrError as exc:
-        print(f"pdr: error: {exc}", file=sys.stderr)
+        print(f"pdr: error: {mask_secrets(str(exc))}", file=sys.stderr)
+        if not elsewhere:  # a run that never started (bad data, no server) leaves no directory
+            _discard_hydra_dir(hydra_dir, _NOT_STARTED)
         sys.exit(1)
-    print(format_report(result, cfg))
+    finally:
+        job_ended()
+    print(mask_secrets(format_report(result, cfg)))
     return result.summary.get("accuracy")
 
 
+def _refuse_secret_overrides(argv: list[str]) -> None:
+    """Exit 1 if an override sets a credential-looking key. Before Hydra composes anything: by the
+    time the config is checked, Hydra has written the value to `.hydra/overrides.yaml`, `config.yaml`
+    and `hydra.yaml` (and for a key the schema lacks it echoes the value on stderr). Only the key
+    is named, never the value."""
+    keys = secret_overrides(argv)
+    if keys:
+        print(
+            f"pdr: error: {keys[0]}: looks like a credential, and pdr never takes credentials from the config or "
+            "the command line (they are recorded in config files, MLflow and shell history). Export the key in "
+            "an environment variable and name that variable instead, e.g. engine.api_key_env=MY_KEY_VAR",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+
+
 def main() -> None:
+    install_log_masking()  # URL credentials masked in every log record (Hydra's run.log included)
+    _refuse_secret_overrides(sys.argv[1:])
     try:
         _check_group_choices(sys.argv[1:])
     except ConfigError as exc:
-        print(f"pdr: config error: {exc}", file=sys.stderr)
+        print(f"pdr: config error: {mask_secrets(str(exc))}", file=sys.stderr)
         sys.exit(2)
     _main()
 

@@ -64,6 +64,7 @@ from pdr.results import (
     write_json,
     write_summary,
 )
+from pdr.results.lock import RunDirLock
 from pdr.results.trace_view import write_trace_html
 from pdr.strategies.graph import Graph, compile_graph
 from pdr.strategies.plan import check_context
@@ -105,6 +106,20 @@ def run(
     problems = load_problems(cfg.dataset)  # bad data fails here, before any engine call
     # Every step's worst-case context against engine.context_length (issue 10: pdr/strategies/plan.py).
     check_context(graph, cfg.prompts, cfg.sampling.max_tokens, cfg.engine.context_length, [p.problem for p in problems])
+    # One process per run directory (two resumes at once would both run the unfinished work);
+    # held until the last file is written, released by the OS if this process dies.
+    with RunDirLock(run_dir):
+        return _run_locked(cfg, run_dir, graph, problems, launch_dir, extra_tags)
+
+
+def _run_locked(
+    cfg: Config,
+    run_dir: Path,
+    graph: Graph,
+    problems: list[Problem],
+    launch_dir: Path,
+    extra_tags: dict[str, str] | None,
+) -> RunResult:
     plan = plan_run(cfg, run_dir, problems)
     engine = _with_cache(make_engine(cfg.engine, problems, run_dir), cfg, run_dir)
 

@@ -165,6 +165,14 @@ class CallStore:
             self._check_version(conn)
             return conn
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The first creation (WAL switch, table, version) is serialized across processes by a file
+        # lock beside the store: jobs of a sweep started together open one new file at once.
+        from filelock import FileLock
+
+        with FileLock(str(self.path) + ".lock", timeout=LOCK_WAIT_S):
+            return self._create()
+
+    def _create(self) -> sqlite3.Connection:
         # isolation_level=None: autocommit; each write is its own short transaction.
         conn = sqlite3.connect(
             str(self.path), timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False

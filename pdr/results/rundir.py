@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pdr.config.secrets import mask_data
 from pdr.engines.cache import count_entries
 from pdr.errors import PdrError
 from pdr.results.files import JOURNAL, RESULTS, RUN_INFO, final_rows, read_jsonl, write_json
@@ -36,8 +37,11 @@ class RunFailed(PdrError):
 
 
 def config_dict(cfg: Config) -> dict[str, Any]:
-    """The resolved config as plain data (what config.json, summary.json and MLflow record)."""
-    return asdict(cfg)
+    """The resolved config as plain data (what config.json, summary.json and MLflow record), with
+    credentials in URLs masked (`engine.url=http://user:pw@host` is recorded as `http://***@host`;
+    the engine itself uses the real URL). The run key is computed from it, so a rotated password
+    does not make a different run."""
+    return mask_data(asdict(cfg))
 
 
 def run_key(config: dict[str, Any]) -> str:

@@ -3,17 +3,20 @@ with what to do about them, the resume bookkeeping and the resolved config."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pdr.evaluation.metrics import summarize
-from pdr.results.files import ERRORS, JOURNAL, SUMMARY, read_jsonl, write_json
+from pdr.results.files import ERRORS, JOURNAL, RESULTS, SUMMARY, TRACES, compact_jsonl, read_jsonl, write_json
 from pdr.results.rundir import RunPlan, remove_journal
 
 if TYPE_CHECKING:
     from pdr.config.schema import Config
     from pdr.engines.cache import CachedEngine
+
+log = logging.getLogger(__name__)
 
 # What to do about each kind of error, shown in summary.json and in the failure message.
 ERROR_HINTS = {
@@ -49,6 +52,13 @@ def write_summary(
     metrics cover the finished rows only and `status`/`failure` say so. `graph`: the graph's
     description; `wall_s`: this attempt's execution time."""
     run_dir = plan.run_dir
+    # One row (and trace) per problem-sample: a resume appended newer rows for re-run error rows.
+    # Before anything reads the files, so that summary.json, results.jsonl and the MLflow
+    # artifact (logged from the file next) agree. The writer is closed by now.
+    for name in (RESULTS, TRACES):
+        dropped = compact_jsonl(run_dir / name)
+        if dropped:
+            log.info("%s: dropped %d superseded line(s) of earlier attempts", name, dropped)
     rows = plan.rows()
     metrics = summarize(rows, cfg.metrics.bootstrap_samples, cfg.metrics.ci_level, cfg.seed)
     metrics["wall_time_s"] = wall_s

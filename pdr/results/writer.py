@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from pdr.config.secrets import mask_secrets
 from pdr.results.files import ERRORS, RESULTS, TRACES
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,8 @@ class ResultsWriter:
             if before is not None:
                 before()
             if trace is not None:
-                self._traces.write(json.dumps(trace, ensure_ascii=False) + "\n")
+                # Masked: an error message may quote the engine's URL with its credentials.
+                self._traces.write(mask_secrets(json.dumps(trace, ensure_ascii=False)) + "\n")
             if row.get("status") == "error":
                 if self._errors is None:
                     self._repair(self.run_dir / ERRORS)
@@ -152,13 +154,13 @@ class ResultsWriter:
                     "attempt": attempt,
                     "time": round(time.time(), 3),
                 }
-                self._errors.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                self._errors.write(mask_secrets(json.dumps(entry, ensure_ascii=False)) + "\n")
         # Traces and error entries reach the OS before the rows that refer to them.
         self._traces.flush()
         if self._errors is not None:
             self._errors.flush()
         for row, *_ in rows:
-            self._results.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self._results.write(mask_secrets(json.dumps(row, ensure_ascii=False)) + "\n")
         self._results.flush()
         os.fsync(self._results.fileno())
         if self.on_durable is not None:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +48,10 @@ class MlflowSweepCallback(Callback):
 
     # -- multirun start ---------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from pdr.tracking.sweep import start_parent_run
+        from pdr.tracking.sweep import LAUNCHER_PID_ENV, start_parent_run
 
+        # Local parallel workers (joblib/loky) inherit it and stop when this process is gone.
+        os.environ[LAUNCHER_PID_ENV] = f"{socket.gethostname()}:{os.getpid()}"
         self._parent = start_parent_run(config)
         if self._parent is not None:
             self._ended = False

@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pdr.config.secrets import is_secret_key
+from pdr.config.secrets import is_secret_key, mask_secrets
 
 if TYPE_CHECKING:
     from pdr.config.schema import Config
@@ -92,8 +93,11 @@ class MlflowRun:
         import mlflow
         from mlflow.tracking import MlflowClient
 
+        from pdr.tracking.store import prepare_store
+
         self._mlflow = mlflow
         self.uri = uri
+        prepare_store(uri)  # a new SQLite store is created under a lock (jobs started together)
         self.client = MlflowClient(tracking_uri=uri)
         mlflow.set_tracking_uri(uri)
         self.experiment_id = ensure_experiment(self.client, experiment, artifact_root)
@@ -106,6 +110,7 @@ class MlflowRun:
                 all_tags["mlflow.parentRunId"] = parent_run_id
             if run_name:
                 all_tags["mlflow.runName"] = run_name
+            all_tags = {k: mask_secrets(str(v)) for k, v in all_tags.items()}
             run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name)
             self.run_id = run.info.run_id
             self.log_params(params)
@@ -113,13 +118,13 @@ class MlflowRun:
     def log_params(self, params: Mapping[str, str]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, v) for k, v in params.items()]
+        items = [Param(k, mask_secrets(str(v))) for k, v in params.items()]
         for i in range(0, len(items), 100):  # the REST API takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, v)
+            self.client.set_tag(self.run_id, k, mask_secrets(str(v)))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -183,7 +188,7 @@ def start_tracking(
     artifact_root = launch_dir / "mlartifacts" if tracking_uri.startswith("sqlite:") else None
     resume_id = (
         resume_from.get("mlflow_run_id")
-        if cfg.resume and resume_from.get("tracking_uri") == tracking_uri
+        if cfg.resume and resume_from.get("tracking_uri") == mask_secrets(tracking_uri)  # run.json masks it
         else None
     )
 
@@ -209,6 +214,16 @@ def start_tracking(
     return make(None)
 
 
+def safe_dir_name(name: str) -> str:
+    """`name` as one directory name that cannot leave its parent: every character outside
+    [A-Za-z0-9._-] becomes "_" (path separators included), leading dots too (no `..`, no hidden
+    directory). An experiment called `../../x` or `/abs/x` keeps its artifacts under the artifact
+    root (issue 12); the experiment's name in MLflow stays as given. Empty -> "_"."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    cleaned = re.sub(r"^\.+", lambda m: "_" * len(m.group()), cleaned)
+    return cleaned[:200] or "_"
+
+
 def ensure_experiment(client: Any, name: str, artifact_root: Path | None = None) -> str:
     """The experiment's id, creating it once. Safe against a concurrent creator (another job)."""
     exp = client.get_experiment_by_name(name)
@@ -216,7 +231,7 @@ def ensure_experiment(client: Any, name: str, artifact_root: Path | None = None)
         return exp.experiment_id
     location = None
     if artifact_root is not None:
-        location = (artifact_root / name).resolve().as_uri()
+        location = (artifact_root / safe_dir_name(name)).resolve().as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
     except Exception as exc:  # noqa: BLE001 - a concurrent job may have created it first

@@ -10,11 +10,14 @@ the notebooks read is built on top of this, in `pdr.review.store`.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from pdr.errors import PdrError
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +67,98 @@ def with_store_retry(fn: Callable[..., T], *args: Any, attempts: int = 8, base_d
 
 
 def client(tracking_uri: str) -> Any:
-    """An `MlflowClient` on `tracking_uri` (never the fluent API, so MLFLOW_RUN_ID cannot interfere)."""
+    """An `MlflowClient` on `tracking_uri` (never the fluent API, so MLFLOW_RUN_ID cannot interfere).
+    A SQLite store is created (or migrated) first, under a lock shared with other processes
+    (`prepare_store`)."""
     from mlflow.tracking import MlflowClient
 
+    prepare_store(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+STORE_LOCK_TIMEOUT_S = 600.0  # a migration of a large store can take minutes
+_prepared: set[str] = set()
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The file of a `sqlite:///PATH` tracking URI (None for any other store)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri[len("sqlite:///") :].split("?", 1)[0])
+
+
+def prepare_store(tracking_uri: str) -> None:
+    """Create or migrate a SQLite tracking store once per process, holding a file lock beside it
+    (`mlflow.db.lock`) so that processes started together never migrate it at the same time.
+
+    Why: MLflow creates a new SQLite store's tables and runs its alembic migrations when the first
+    client opens it; two or three `pdr.run` started at once in a directory without `mlflow.db`
+    crashed in every trial (`table latest_metrics already exists`, `duplicate column name: step`,
+    alembic's `Online migration expected to match one row`), MLflow's own lock notwithstanding.
+
+    A store whose creation failed half-way (a process killed mid-migration) is unusable for every
+    later run. If it holds no run, it is moved aside (`mlflow.db.broken-<time>`, logged) and created
+    anew; a store with runs that cannot be opened raises StoreError naming the file. Other stores
+    (http, databricks ...) are left to MLflow."""
+    path = sqlite_path(tracking_uri)
+    if path is None or tracking_uri in _prepared:
+        return
+    from filelock import FileLock
+    from mlflow.tracking import MlflowClient
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=STORE_LOCK_TIMEOUT_S):
+        try:
+            MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+        except Exception as exc:  # noqa: BLE001 - MLflow and SQLAlchemy raise many types here
+            if is_locked_error(exc) or not path.exists():
+                raise
+            runs = _count_runs(path)
+            if runs:
+                raise StoreError(
+                    f"MLflow store {path} cannot be opened ({type(exc).__name__}: {str(exc)[:300]}); it holds "
+                    f"{runs} runs, so pdr leaves it alone: run `mlflow db upgrade sqlite:///{path}`, or move it "
+                    "away to start a new store"
+                ) from exc
+            aside = path.with_name(f"{path.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(path, aside)
+            for suffix in ("-wal", "-shm", "-journal"):
+                Path(str(path) + suffix).unlink(missing_ok=True)
+            _forget_engines(path)
+            log.warning("MLflow store %s was left half-created (%s: %s); it held no run: moved it to %s "
+                        "and creating it anew", path, type(exc).__name__, str(exc)[:200], aside)
+            MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+    _prepared.add(tracking_uri)
+
+
+def _forget_engines(path: Path) -> None:
+    """Drop MLflow's cached SQLAlchemy engines for `path` (they hold the moved-aside file open)."""
+    try:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        engines = getattr(SqlAlchemyStore, "_engine_map", {})
+        for uri in [u for u in engines if str(path) in u]:
+            engines.pop(uri).dispose()
+    except Exception as exc:  # noqa: BLE001 - a private cache of one MLflow version: best effort
+        log.debug("could not reset MLflow's engine cache: %s", exc)
+
+
+class StoreError(PdrError):
+    """A tracking store that cannot be opened; the message names the file and what to do."""
+
+
+def _count_runs(path: Path) -> int:
+    """Runs in a SQLite MLflow store (0 if it has no readable runs table)."""
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
 
 
 def experiment_id(tracking_uri: str, name: str) -> str | None:
@@ -150,15 +241,19 @@ def log_params(tracking_uri: str, run_id: str, params: dict[str, str]) -> None:
     """Log params to a run (at most 100: one REST batch), retrying on SQLite contention."""
     from mlflow.entities import Param
 
-    items = [Param(k, v) for k, v in params.items()][:100]
+    from pdr.config.secrets import mask_secrets
+
+    items = [Param(k, mask_secrets(str(v))) for k, v in params.items()][:100]
     with_store_retry(client(tracking_uri).log_batch, run_id, params=items)
 
 
 def set_tags(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
     """Set tags on a run, retrying on SQLite contention."""
+    from pdr.config.secrets import mask_secrets
+
     c = client(tracking_uri)
     for k, v in tags.items():
-        with_store_retry(c.set_tag, run_id, k, v)
+        with_store_retry(c.set_tag, run_id, k, mask_secrets(str(v)))
 
 
 def set_terminated(tracking_uri: str, run_id: str, status: str) -> None:

@@ -23,11 +23,14 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from pdr.config.secrets import mask_data, mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,105 @@ PARENT_FILE = "mlflow_parent.json"
 # Fallback for a job that cannot see its sweep directory's parent file: the file's path, set by
 # start_parent_run in the launching process (inherited by local workers; SLURM exports it too).
 PARENT_FILE_ENV = "PDR_MLFLOW_PARENT_FILE"
+# The launching process's pid, for the jobs of a local parallel launcher (joblib/loky workers are
+# its children): a worker whose launcher is gone stops (pdr/run.py), rather than run on orphaned.
+LAUNCHER_PID_ENV = "PDR_SWEEP_LAUNCHER_PID"
+
+
+def sweep_key(config: DictConfig) -> str:
+    """What identifies a sweep across attempts: the experiment, the sweep's command-line overrides
+    (without `resume=...`) and the sweeper's params. `resume=true` on a sweep continues the newest
+    earlier sweep with the same key under its parent run."""
+    import hashlib
+
+    overrides = sorted(
+        o for o in (OmegaConf.select(config, "hydra.overrides.task") or []) if not str(o).lstrip("+~").startswith("resume=")
+    )
+    params = OmegaConf.select(config, "hydra.sweeper.params")
+    data = {
+        "experiment": str(OmegaConf.select(config, "tracking.experiment")),
+        "overrides": [str(o) for o in overrides],
+        "params": OmegaConf.to_container(params) if params else {},
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def find_earlier_sweep(launch_dir: Path, key: str, tracking_uri: str, exclude: Path) -> dict[str, Any] | None:
+    """The parent file (as data) of the newest earlier sweep under `<launch_dir>/multirun` with
+    sweep key `key` in the same store, or None."""
+    from pdr.config.secrets import mask_secrets
+
+    best: dict[str, Any] | None = None
+    root = launch_dir / "multirun"
+    if not root.is_dir():
+        return None
+    for path in root.glob(f"**/{PARENT_FILE}"):
+        if path.parent.resolve() == exclude.resolve():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if data.get("sweep_key") != key or data.get("tracking_uri") != mask_secrets(tracking_uri):
+            continue
+        if best is None or float(data.get("created", 0)) > float(best.get("created", 0)):
+            best = data
+    return best
+
+
+_JOB_DONE = threading.Event()  # set when this process's job has ended (for die_with_launcher)
+
+
+def die_with_launcher(poll_s: float = 1.0) -> None:
+    """In a sweep job running in a local worker process (joblib/loky), stop this job when the
+    launcher that started it is gone (killed: its workers would otherwise run on, orphaned, for
+    minutes). A daemon thread polls the launcher's pid (exported by the sweep callback as
+    `host:pid`); when it is gone, the job gets SIGTERM, which the runner turns into a clean stop
+    (MLflow run KILLED, rows kept, resumable), and the worker process exits once the job has ended.
+    Nothing for the basic launcher (the job runs in the launcher) nor for jobs on another host
+    (SLURM: the launcher may legitimately exit)."""
+    import signal
+    import socket
+
+    _JOB_DONE.clear()
+    host, _, pid = os.environ.get(LAUNCHER_PID_ENV, "").rpartition(":")
+    log.debug("sweep job pid %d, parent %d, launcher %s:%s", os.getpid(), os.getppid(), host, pid)
+    if not pid.isdigit() or host != socket.gethostname() or int(pid) == os.getpid():
+        return
+    launcher = int(pid)
+
+    def watch() -> None:
+        while _alive(launcher):
+            time.sleep(poll_s)
+        log.warning("the sweep's launcher (pid %s) is gone: stopping this job (resume the sweep with resume=true)",
+                    launcher)
+        os.kill(os.getpid(), signal.SIGTERM)
+        # The worker itself must go too: a loky worker whose job ended would idle on for minutes.
+        _JOB_DONE.wait(60)
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="pdr-launcher-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie awaiting its parent counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def job_ended() -> None:
+    """The job of this process has ended (`pdr.run` calls it in every case)."""
+    _JOB_DONE.set()
 
 
 def tracking_uri_for(uri: str | None, launch_dir: Path) -> str:
@@ -69,7 +171,7 @@ def parent_run_for_job(sweep_dir: Path, tracking_uri: str, experiment: str) -> s
         except (OSError, json.JSONDecodeError) as exc:
             log.warning("cannot read the sweep's parent run file %s: %s", path, exc)
             continue
-        if data.get("tracking_uri") != tracking_uri:
+        if data.get("tracking_uri") != mask_secrets(tracking_uri):  # the file holds it masked
             log.warning("sweep parent run %s is in store %s, this job logs to %s: not nesting it",
                         data.get("run_id"), data.get("tracking_uri"), tracking_uri)
             return None
@@ -124,6 +226,12 @@ def start_parent_run(config: DictConfig) -> dict[str, Any] | None:
 
     c = client(uri)  # opening a SQLite store creates and migrates its tables, once, here
     exp_id = with_store_retry(ensure_experiment, c, experiment, _artifact_root(uri, launch_dir))
+    key = sweep_key(config)
+    if OmegaConf.select(config, "resume"):
+        earlier = find_earlier_sweep(launch_dir, key, uri, sweep_dir)
+        if earlier is not None:
+            return _continue_parent_run(c, earlier, uri, experiment, exp_id, key, sweep_dir, sweep_id)
+        log.info("resume=true: no earlier sweep with these overrides under %s; starting a new one", launch_dir / "multirun")
     overrides = list(OmegaConf.select(config, "hydra.overrides.task") or [])
     try:
         axes = _sweep_axes(config)
@@ -143,6 +251,7 @@ def start_parent_run(config: DictConfig) -> dict[str, Any] | None:
     }
     name = tracking.get("run_name") or f"sweep {sweep_id}"
     tags["mlflow.runName"] = name
+    tags = mask_data(tags)
     run = with_store_retry(c.create_run, exp_id, tags=tags, run_name=name)
     run_id = run.info.run_id
     # MLflow param names allow [\w\-. /] only (a swept `+experiment` has a "+").
@@ -154,15 +263,41 @@ def start_parent_run(config: DictConfig) -> dict[str, Any] | None:
     log_params(uri, run_id, params)
 
     cfg_path = sweep_dir / "sweep_config.yaml"
-    cfg_path.write_text(OmegaConf.to_yaml(config, resolve=False), encoding="utf-8")
+    cfg_path.write_text(mask_secrets(OmegaConf.to_yaml(config, resolve=False)), encoding="utf-8")
     with_store_retry(c.log_artifact, run_id, str(cfg_path))
 
     parent = {"run_id": run_id, "tracking_uri": uri, "experiment": experiment, "experiment_id": exp_id,
-              "sweep_id": sweep_id, "sweep_dir": str(sweep_dir), "created": time.time()}
-    parent_file = sweep_dir / PARENT_FILE
-    tmp = parent_file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(parent, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, parent_file)
-    os.environ[PARENT_FILE_ENV] = str(parent_file)
+              "sweep_id": sweep_id, "sweep_dir": str(sweep_dir), "created": time.time(), "sweep_key": key}
+    _write_parent_file(sweep_dir, parent)
     log.info("MLflow sweep parent run %s in experiment %r (%s)", run_id, experiment, uri)
     return parent
+
+
+def _continue_parent_run(c: Any, earlier: dict[str, Any], uri: str, experiment: str, exp_id: str, key: str,
+                         sweep_dir: Path, sweep_id: str) -> dict[str, Any]:
+    """`resume=true` on a sweep: the earlier sweep's parent run goes on (status RUNNING again, tag
+    `pdr.sweep_attempts`), and this sweep's parent file names it, so that every job, resumed or
+    new, nests under the one parent and the report covers them all."""
+    from pdr.tracking.store import with_store_retry
+
+    run_id = str(earlier["run_id"])
+    prior = c.get_run(run_id)
+    attempts = int(prior.data.tags.get("pdr.sweep_attempts", "1")) + 1
+    with_store_retry(c.update_run, run_id, status="RUNNING")
+    with_store_retry(c.set_tag, run_id, "pdr.sweep_attempts", str(attempts))
+    with_store_retry(c.set_tag, run_id, f"pdr.sweep_dir.{attempts}", str(sweep_dir))
+    parent = {"run_id": run_id, "tracking_uri": uri, "experiment": experiment, "experiment_id": exp_id,
+              "sweep_id": sweep_id, "sweep_dir": str(sweep_dir), "created": time.time(), "sweep_key": key,
+              "resumed_from": earlier.get("sweep_dir"), "attempt": attempts}
+    _write_parent_file(sweep_dir, parent)
+    log.info("resume=true: continuing the sweep of %s under its MLflow parent run %s (attempt %d)",
+             earlier.get("sweep_dir"), run_id, attempts)
+    return parent
+
+
+def _write_parent_file(sweep_dir: Path, parent: dict[str, Any]) -> None:
+    parent_file = sweep_dir / PARENT_FILE
+    tmp = parent_file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(mask_data(parent), indent=2) + "\n", encoding="utf-8")  # the caller keeps the real URI
+    os.replace(tmp, parent_file)
+    os.environ[PARENT_FILE_ENV] = str(parent_file)

@@ -328,3 +328,75 @@ def test_store_writes_retry_only_on_sqlite_lock_contention():
         with_store_retry(lambda: (_ for _ in ()).throw(RuntimeError("database is locked")), attempts=2,
                          base_delay_s=0.001)
 
+
+
+def _pid_alive(pid: int) -> bool:
+    """Running (a zombie nobody reaped, e.g. under a container's PID 1, counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return "\nState:\tZ" not in status
+
+
+@pytest.mark.slow
+def test_a_killed_joblib_sweep_stops_its_workers_and_resumes_under_the_same_parent(tmp_path):
+    """Issue 12 item 7: after the launcher was SIGKILLed its joblib workers ran on for minutes, the
+    parent run stayed RUNNING, `resume=true` made a second parent and its report covered 2 of 6
+    jobs. Now the workers stop (their runs end KILLED, rows kept), and the resumed sweep continues
+    the same parent: every job a FINISHED child of it, the report over all of them."""
+    import signal
+    import time
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "+experiment=quickstart",
+            "strategy.widths=[2],[3,2],[4,2]", "dataset.limit=4", "samples=2", "engine.latency_base_ms=300",
+            "engine.max_concurrency=1", "progress=false", f"tracking.uri={uri}"]  # fmt: skip
+    env = {**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false", "PDR_CACHE_DIR": str(tmp_path / "cache")}
+    launcher = subprocess.Popen([sys.executable, "-m", "pdr.run", *args], cwd=tmp_path, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not any(p.stat().st_size for p in tmp_path.glob("multirun/*/*/*/results.jsonl")):
+        assert launcher.poll() is None and time.monotonic() < deadline, "the sweep ended before it was killed"
+        time.sleep(0.05)
+    locks = list(tmp_path.glob("multirun/*/*/*/run.lock"))
+    workers = {json.loads(p.read_text())["pid"] for p in locks}
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait(timeout=60)
+    assert workers and launcher.pid not in workers  # the jobs ran in worker processes
+    deadline = time.monotonic() + 120  # generous: the workers poll their parent once a second
+    while any(_pid_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = [p for p in workers if _pid_alive(p)]
+    for p in alive:  # never leave them behind, even when the test fails
+        os.kill(p, signal.SIGKILL)
+    assert not alive, "orphaned sweep workers kept running after their launcher was killed"
+    (first_sweep,) = tmp_path.glob("multirun/*/*")
+    parent_file = json.loads((first_sweep / "mlflow_parent.json").read_text())
+    parent_id, exp_id = parent_file["run_id"], parent_file["experiment_id"]
+    statuses = {r.info.status for r in _client(uri).search_runs(
+        [exp_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")}  # fmt: skip
+    # every job that had a run ended it: KILLED if its worker stopped it mid-way (FINISHED if it
+    # was done before the launcher died); never left RUNNING by a worker that vanished
+    assert statuses and "RUNNING" not in statuses, statuses
+
+    run_pdr(tmp_path, [*args, "resume=true"], env={"PDR_CACHE_DIR": str(tmp_path / "cache")})
+    runs = _client(uri).search_runs([exp_id], max_results=100)
+    parents = [r for r in runs if r.data.tags.get("pdr.sweep_parent") == "true"]
+    assert [p.info.run_id for p in parents] == [parent_id]
+    assert parents[0].info.status == "FINISHED" and parents[0].data.tags["pdr.sweep_attempts"] == "2"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
+    assert len(children) == 3 and {ch.info.status for ch in children} == {"FINISHED"}
+    for ch in children:  # one row per problem-sample
+        assert len((Path(ch.data.tags["run_dir"]) / "results.jsonl").read_text().splitlines()) == 8
+    # the jobs that had started were continued in their first directories (a job the killed sweep
+    # never reached ran in the new sweep's)
+    assert {p.parent for p in locks} <= {Path(ch.data.tags["run_dir"]) for ch in children}
+    second_sweep = next(p for p in tmp_path.glob("multirun/*/*") if p != first_sweep)
+    assert json.loads((second_sweep / "sweep_summary.json").read_text())["jobs"] == 3
+    assert parents[0].data.metrics["jobs_finished"] == 3

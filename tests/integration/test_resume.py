@@ -256,6 +256,13 @@ def test_error_rows_are_rerun_on_resume_and_finished_calls_come_from_the_journal
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "FINISHED" and summary["errors"]["count"] == 0
     assert summary["errors"]["all_attempts"]["count"] == len(errors_log)
+    # Issue 12 item 6: the file holds exactly one row per problem-sample (the error rows of the
+    # first attempt are gone from it; errors.jsonl keeps them), as do the traces.
+    lines = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert len(lines) == TOTAL_ROWS == len({(r["problem_id"], r["sample"]) for r in lines})
+    assert not any(r["status"] == "error" for r in lines)
+    traces = (tmp_path / "traces.jsonl").read_text().splitlines()
+    assert len(traces) == TOTAL_ROWS
 
 
 # ---- what a resume starts from: rows written off the loop, never ahead of their calls' journal ----
@@ -364,3 +371,101 @@ def test_a_failing_results_writer_fails_the_caller(tmp_path, monkeypatch):
     other.write({"problem_id": "a", "sample": 0, "status": "correct"}, None)
     with pytest.raises(OSError, match="No space"):
         other.close()
+
+
+def test_resume_logs_into_the_resumed_directory_and_leaves_no_stray_one(tmp_path):
+    """Item 10 of issue 12: `resume=true` used to leave a fresh outputs/<date>/<time>/ holding only
+    Hydra's files and a run.log; its log belongs to the run it continues."""
+    args = [*BASE, "tracking.enabled=false", "dataset.limit=2", "samples=1"]
+    first = _pdr(args, tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = _pdr([*args, "resume=true", "hydra.verbose=true"], tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    dirs = [p for p in tmp_path.glob("outputs/*/*") if p.is_dir()]
+    assert len(dirs) == 1, dirs
+    log_text = (dirs[0] / "run.log").read_text()
+    assert "resume: 2 finished problem-samples kept" in log_text
+
+
+# ---- one process per run directory (issue 12 item 5) ----
+
+_HOLD = """
+import sys, time
+from pathlib import Path
+from pdr.results.lock import RunDirLock
+with RunDirLock(Path(sys.argv[1])):
+    print("locked", flush=True)
+    sys.stdin.read()  # until the test closes our stdin
+"""
+
+
+def test_a_second_process_in_a_locked_run_directory_is_refused_naming_the_holder(tmp_path):
+    """Two resumes at once both used to run (twice the calls, 50 rows for 30): the second is now
+    refused, with the holder's pid and host; once the holder is gone the resume runs normally."""
+    run_dir = tmp_path / "run"
+    args = [*BASE, "tracking.enabled=false", "dataset.limit=2", "samples=2", f"output_dir={run_dir}"]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(run_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env=_env(tmp_path),
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        refused = _pdr([*args, "resume=true"], tmp_path)
+        assert refused.returncode == 1, refused.stderr[-2000:]
+        assert f"is in use by another process (pid {holder.pid} on host " in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert not (run_dir / "results.jsonl").exists()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    done = _pdr([*args, "resume=true"], tmp_path)  # the lock died with its holder
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len((run_dir / "results.jsonl").read_text().splitlines()) == 4
+
+
+def test_the_lock_is_released_after_a_run_and_an_in_process_second_run_is_refused(tmp_path):
+    from pdr.results.lock import RunDirBusy, RunDirLock
+    from pdr.runner import run
+
+    cfg = compose_object([*BASE, "tracking.enabled=false", "dataset.limit=1", "samples=1"])
+    with RunDirLock(tmp_path):
+        # flock is per open file description: the same process opening it again is refused too.
+        with pytest.raises(RunDirBusy, match=rf"pid {os.getpid()} on host"):
+            run(cfg, tmp_path)
+    run(cfg, tmp_path)
+    with RunDirLock(tmp_path):  # released when run() returned
+        pass
+
+
+def test_after_a_resume_the_file_the_summary_and_the_mlflow_artifact_agree(tmp_path, monkeypatch):
+    """Issue 12 item 6, with MLflow on: the results.jsonl artifact of the continued MLflow run is
+    the compacted file (one row per problem-sample), and summary.json counts the same rows."""
+    from mlflow.tracking import MlflowClient
+
+    from pdr.engines.sim import SimEngine
+    from pdr.errors import EngineUnavailable
+    from pdr.runner import RunFailed, run
+
+    real = SimEngine._generate
+
+    async def flaky(self, request):  # noqa: ANN001
+        if request.tag.sample == 0 and request.tag.step == 2:
+            raise EngineUnavailable("503 Service Unavailable (after 3 retries)")
+        return await real(self, request)
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_dir = tmp_path / "run"
+    args = [*BASE, f"tracking.uri={uri}", "engine.max_error_rate=0.9", "dataset.limit=3", "samples=2"]
+    monkeypatch.setattr(SimEngine, "_generate", flaky)
+    first = run(compose_object(args), run_dir, launch_dir=tmp_path)
+    assert first.summary["frac_error"] == 0.5  # sample 0 of every problem failed, the run finished
+    monkeypatch.setattr(SimEngine, "_generate", real)
+    with pytest.raises(RunFailed):  # a finished run with errors and no resume: refused, not appended
+        run(compose_object(args), run_dir, launch_dir=tmp_path)
+    result = run(compose_object([*args, "resume=true"]), run_dir, launch_dir=tmp_path)
+    assert result.mlflow_run_id == first.mlflow_run_id
+    on_disk = (run_dir / "results.jsonl").read_text().splitlines()
+    assert len(on_disk) == 6 and not any(json.loads(x)["status"] == "error" for x in on_disk)
+    assert json.loads((run_dir / "summary.json").read_text())["metrics"]["problem_samples"] == 6
+    got = MlflowClient(uri).download_artifacts(result.mlflow_run_id, "results.jsonl", str(tmp_path / "dl"))
+    assert Path(got).read_text().splitlines() == on_disk

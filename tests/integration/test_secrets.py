@@ -74,3 +74,39 @@ def test_planted_api_key_is_used_but_never_recorded(tmp_path, engine):
     # The key's distinctive half alone (a redaction that kept a prefix would still leak it).
     half = secret[len("sk-planted-") :].encode()
     assert _files_containing(tmp_path, half) == []
+
+
+def _pdr(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PDR_CACHE_DIR": str(cwd / "cache")}
+    return subprocess.run(
+        [sys.executable, "-m", "pdr.run", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_a_password_in_the_engine_url_is_masked_everywhere(tmp_path):
+    """Issue 12 item 2: `engine.url=http://user:PASSWORD@host` (and a token in its query string)
+    reached MLflow params and tags, config.json, summary.json, Hydra's files, run.log, stdout and
+    error messages. The engine still uses the real URL; everything shown or stored masks it. Also
+    a failing run (unreachable server): its message, log and Hydra files."""
+    password = f"pw-planted-{uuid.uuid4().hex}"
+    token = f"tok-planted-{uuid.uuid4().hex}"
+    with FakeSGLangServer(latency_base_ms=5) as srv:
+        url = srv.url.replace("://", f"://pdruser:{password}@")  # (a query string would break its paths)
+        common = [
+            "+experiment=quickstart", "engine=sglang", "cache.mode=on", "samples=1", "dataset.limit=3",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "hydra.verbose=true",
+        ]  # fmt: skip
+        ok = _pdr([*common, f"engine.url={url}"], tmp_path)
+        assert ok.returncode == 0, ok.stderr[-3000:]
+        assert srv.count("/generate") > 0
+    # quoted: "=" in an override's value
+    dead = _pdr([*common, f"engine.url='http://pdruser:{password}@127.0.0.1:9/?token={token}'",
+                 "engine.ready_timeout_s=1", "engine.connect_timeout_s=1"], tmp_path)  # fmt: skip
+    assert dead.returncode == 1 and "could not start" in dead.stderr, dead.stderr[-3000:]
+    (run_dir,) = [p.parent for p in tmp_path.glob("outputs/*/*/summary.json")]
+    assert "pdruser" not in (run_dir / "config.json").read_text()  # masked, not dropped:
+    assert "://***@127.0.0.1" in (run_dir / "config.json").read_text()
+    for needle in (password, token):
+        assert _files_containing(tmp_path, needle.encode()) == [], needle
+        for proc in (ok, dead):
+            assert needle not in proc.stdout + proc.stderr, needle
