@@ -27,7 +27,6 @@ from pdr.config.secrets import install_log_masking, is_secret_key, mask_secrets,
 from pdr.errors import ConfigError, PdrError, did_you_mean
 from pdr.strategies.graph import compile_graph
 from pdr.tracking.mlflow_run import ui_command
-from pdr.tracking.sweep import parent_run_for_job, tracking_uri_for
 
 # (module-level state lives in imported modules: joblib pickles this __main__ module's task by value)
 from pdr.tracking.sweep import die_with_launcher, job_ended, parent_run_for_job, tracking_uri_for
