@@ -223,7 +223,9 @@ class OpenAIEngineConfig(EngineConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_choice("max_tokens_field", self.max_tokens_field, ("auto", "max_tokens", "max_completion_tokens"))
+        _check_choice(
+            "max_tokens_field", self.max_tokens_field, ("auto", "max_tokens", "max_completion_tokens")
+        )
         _check_http_client(self)
 
 
