@@ -140,7 +140,7 @@ def limiter_comparison(calls: int) -> dict[str, float]:
 
 
 async def _request_json_tenacity(
-    self: Any, method: str, path: str, body: Any = None, *, retry: bool = True, body_factory: Any = None
+    self: Any, method: str, path: str, body: Any = None, *, retry: bool = True, body_factory: Any = None, on_timeout: Any = None
 ) -> Any:
     """`HttpClient.request_json` with the same policy (attempts, `Backoff`, `RETRYABLE_ERRORS`,
     retry count, final message) through tenacity: the alternative the plain loop is measured against."""

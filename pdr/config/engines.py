@@ -18,7 +18,9 @@ from pdr.errors import ConfigError, did_you_mean
 class EngineConfig:
     name: str = "sim"
     model: str = "sim-reasoner"
-    max_concurrency: int = 64  # engine calls in flight; a fork with n branches takes n slots
+    # Engine calls in flight; a fork with n branches takes n slots. The HTTP engines default to
+    # null = the server's capacity where it tells (SGLangEngineConfig, OpenAIEngineConfig), else 64.
+    max_concurrency: int | None = 64
     # The model's context window in tokens, for planning every step before the first call
     # (pdr/strategies/plan.py). null: what the server reports (SGLang /server_info), else unchecked.
     context_length: int | None = None
@@ -28,7 +30,7 @@ class EngineConfig:
     max_error_rate: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.max_concurrency < 1:
+        if self.max_concurrency is not None and self.max_concurrency < 1:
             raise ConfigError(
                 f"engine.max_concurrency={self.max_concurrency}: must be >= 1 (e.g. engine.max_concurrency=64)"
             )
@@ -96,7 +98,9 @@ def _check_http_client(cfg: SGLangEngineConfig | OpenAIEngineConfig) -> None:
         )
     _check_choice("fork", cfg.fork, ("n", "fanout"))
     _check_choice("on_context_overflow", cfg.on_context_overflow, ("error", "truncate"))
-    for key in ("ready_timeout_s", "connect_timeout_s"):
+    if cfg.max_n < 1:
+        raise ConfigError(f"engine.max_n={cfg.max_n}: must be >= 1 (the largest n one request asks for)")
+    for key in ("ready_timeout_s", "connect_timeout_s", "max_downtime_s"):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"engine.{key}={getattr(cfg, key)}: must be > 0 seconds")
     if cfg.retry_backoff_s < 0 or cfg.retry_backoff_max_s < cfg.retry_backoff_s:
@@ -149,6 +153,15 @@ class SGLangEngineConfig(EngineConfig):
     on_context_overflow: str = "error"  # "error" | "truncate" (retry once with max_tokens cut to fit)
     ready_timeout_s: float = 120.0  # start(): wait this long for an external server's /health_generate
     connect_timeout_s: float = 10.0
+    # null = what the server says it runs at once (SGLang /server_info max_running_requests,
+    # llama.cpp /props total_slots, llama-cpp-python: 1), else 64. More in flight than the
+    # server runs only queues on the server, where the wait would count against timeout_s.
+    max_concurrency: int | None = None
+    # The largest n one request asks for; a wider fork is split into several requests.
+    max_n: int = 64
+    # While the server is unreachable (restart, model reload), poll it and resume when it is
+    # back, for up to this long; then the requests fail (and the run stops with how to resume).
+    max_downtime_s: float = 600.0
     retry_backoff_s: float = 0.5  # first retry delay; doubles per retry, with jitter
     retry_backoff_max_s: float = 30.0
     # Managed server (engine.launch=true): pdr starts it, waits for readiness, stops it at the end.
@@ -191,18 +204,31 @@ class OpenAIEngineConfig(EngineConfig):
     api_key_env: str | None = "OPENAI_API_KEY"
     fork: str = "n"  # "n" | "fanout" (for servers without n support)
     extra_body: dict[str, Any] = field(default_factory=dict)  # merged into every request body
-    # Older servers only know the deprecated `max_tokens`.
-    max_tokens_field: str = "max_completion_tokens"  # "max_completion_tokens" | "max_tokens"
+    # The body field of the generation cap. "auto": `max_tokens` (the one vLLM, SGLang, llama.cpp
+    # and hosted APIs all read; llama.cpp drops `max_completion_tokens` silently), switching to
+    # `max_completion_tokens` when the server asks for it or ignores the cap.
+    max_tokens_field: str = "auto"  # "auto" | "max_tokens" | "max_completion_tokens"
     send_seed: bool = False  # send GenRequest.seed (+ branch) as `seed`; needs fork=fanout
     on_context_overflow: str = "error"  # "error" | "truncate"
     ready_timeout_s: float = 60.0  # start(): wait this long for GET /models
     connect_timeout_s: float = 10.0
+    # null = what the server says it runs at once (SGLang /server_info max_running_requests,
+    # llama.cpp /props total_slots, llama-cpp-python: 1), else 64. More in flight than the
+    # server runs only queues on the server, where the wait would count against timeout_s.
+    max_concurrency: int | None = None
+    # The largest n one request asks for; a wider fork is split into several requests.
+    max_n: int = 64
+    # While the server is unreachable (restart, model reload), poll it and resume when it is
+    # back, for up to this long; then the requests fail (and the run stops with how to resume).
+    max_downtime_s: float = 600.0
     retry_backoff_s: float = 0.5
     retry_backoff_max_s: float = 30.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_choice("max_tokens_field", self.max_tokens_field, ("max_completion_tokens", "max_tokens"))
+        _check_choice(
+            "max_tokens_field", self.max_tokens_field, ("auto", "max_tokens", "max_completion_tokens")
+        )
         _check_http_client(self)
 
 

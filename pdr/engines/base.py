@@ -17,6 +17,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from pdr.errors import EngineRequestError
 
+# Calls in flight when neither the config nor the server says (engine.max_concurrency=null).
+DEFAULT_MAX_CONCURRENCY = 64
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 
@@ -277,8 +279,8 @@ class BaseEngine:
     simulated = False
     supports_n = True
 
-    def __init__(self, max_concurrency: int = 64):
-        self.limiter = WeightedLimiter(max_concurrency)
+    def __init__(self, max_concurrency: int | None = DEFAULT_MAX_CONCURRENCY):
+        self.limiter = WeightedLimiter(max_concurrency or DEFAULT_MAX_CONCURRENCY)
         self.calls = 0  # engine requests actually issued (after any fan-out)
 
     async def start(self) -> None:
@@ -317,9 +319,9 @@ class BaseEngine:
         raise NotImplementedError
 
 
-def _branch(request: GenRequest, i: int) -> GenRequest:
-    """Branch i of a fork as its own n=1 request, with its own seed (seed + i)."""
+def _branch(request: GenRequest, i: int, n: int = 1) -> GenRequest:
+    """Branches i .. i+n-1 of a fork as their own request (n=1 by default), seeded seed + i."""
     tag = request.tag
     if tag is not None:
         tag = RequestTag(tag.problem_id, tag.sample, tag.step, tag.kind, tag.branch + i)
-    return GenRequest(request.messages, request.sampling, n=1, seed=request.seed + i, tag=tag)
+    return GenRequest(request.messages, request.sampling, n=n, seed=request.seed + i, tag=tag)

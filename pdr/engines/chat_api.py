@@ -26,7 +26,7 @@ def chat_body(
     *,
     model: str,
     max_tokens: int,
-    max_tokens_field: str = "max_completion_tokens",
+    max_tokens_field: str = "max_tokens",
     seed: int | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -57,12 +57,29 @@ def chat_body(
     return body
 
 
+class FewerChoices(EngineRequestError):
+    """The server answered fewer choices than the `n` asked for (it ignores `n`: llama.cpp's
+    servers, some gateways). `completions` are the ones it did return, parsed."""
+
+    def __init__(self, message: str, completions: list[Completion]):
+        super().__init__(message)
+        self.completions = completions
+
+
 def parse_chat_response(data: Any, n: int, *, client_latency_s: float, name: str) -> list[Completion]:
     """Completions in choice-index order (exactly `n`), with usage as described in the module
-    docstring. Raises EngineRequestError on a malformed body."""
+    docstring. Raises EngineRequestError on a malformed body, FewerChoices (carrying what came
+    back) when fewer than `n` choices came back."""
     if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
         raise EngineRequestError(f"{name}: malformed chat response (no choices): {str(data)[:200]}")
     choices = sorted(data["choices"], key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
+    if 0 < len(choices) < n:
+        got = parse_chat_response(data, len(choices), client_latency_s=client_latency_s, name=name)
+        raise FewerChoices(
+            f"{name}: asked for n={n} choices, the server returned {len(choices)} (it ignores n: "
+            "set engine.fork=fanout)",
+            got,
+        )
     if len(choices) != n:
         raise EngineRequestError(f"{name}: asked for n={n} choices, the server returned {len(choices)}")
     usage = data.get("usage") or {}

@@ -27,6 +27,11 @@ class ContextOverflow:
     context_length: int
     completion: int | None = None
 
+    @property
+    def prompt_too_long(self) -> bool:
+        """The prompt alone leaves no room for even one generated token."""
+        return self.input_tokens >= self.context_length - 1
+
     def fitting_max_tokens(self) -> int:
         """The largest generation cap that fits: context − input − 1 (SGLang clamps to that too)."""
         return self.context_length - self.input_tokens - 1
@@ -49,11 +54,21 @@ _CONTEXT_PATTERNS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
         ),
         ("c", "n", "m"),
     ),
-    # vLLM / OpenAI style.
+    # vLLM / OpenAI style; llama-cpp-python's server too, which says "None in the completion"
+    # when the request carried no cap it reads.
     (
         re.compile(
             r"maximum context length is (\d+) tokens\. However, you requested \d+ tokens \((\d+) in the messages, "
-            r"(\d+) in the completion\)",
+            r"(\d+|None) in the completion\)",
+            re.I,
+        ),
+        ("c", "n", "m"),
+    ),
+    # llama-cpp-python, completions route: "... (N in your prompt; M for the completion)".
+    (
+        re.compile(
+            r"maximum context length is (\d+) tokens, however you requested \d+ tokens \((\d+) in your prompt; "
+            r"(\d+|None) for the completion\)",
             re.I,
         ),
         ("c", "n", "m"),
@@ -79,6 +94,21 @@ _CONTEXT_PATTERNS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
 _CONTEXT_HINTS = ("context length", "context_length", "maximum allowed length", "context window")
 
 
+def overflow_hint(message: str) -> str:
+    """What to do about a context overflow, from the numbers in the server's message."""
+    overflow = parse_context_overflow(message)
+    if overflow is not None and overflow.prompt_too_long:
+        return (
+            f"the prompt alone is {overflow.input_tokens} tokens, the context {overflow.context_length}: a smaller "
+            "sampling.max_tokens cannot help; shorten the prompt (e.g. strategy.workspace_tokens) or serve the "
+            "model with a longer context"
+        )
+    return (
+        "lower sampling.max_tokens or shorten the prompt; engine.on_context_overflow=truncate retries once "
+        "with a smaller max_tokens"
+    )
+
+
 def is_context_error(message: str, code: str | None = None) -> bool:
     low = message.lower()
     return code == "context_length_exceeded" or any(h in low for h in _CONTEXT_HINTS)
@@ -89,7 +119,7 @@ def parse_context_overflow(message: str) -> ContextOverflow | None:
     for pattern, names in _CONTEXT_PATTERNS:
         m = pattern.search(message)
         if m:
-            vals = dict(zip(names, (int(g) for g in m.groups()), strict=True))
+            vals = dict(zip(names, (int(g) if g.isdigit() else None for g in m.groups()), strict=True))
             return ContextOverflow(vals["n"], vals["c"], vals.get("m"))
     return None
 

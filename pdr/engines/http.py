@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,16 @@ from typing import Any
 import aiohttp
 import certifi
 
-from pdr.engines.base import BaseEngine, Completion, GenRequest
-from pdr.engines.context import is_context_error, with_context_fallback
+from pdr.engines.base import (
+    DEFAULT_MAX_CONCURRENCY,
+    BaseEngine,
+    Completion,
+    GenRequest,
+    WeightedLimiter,
+    _branch,
+)
+from pdr.engines.chat_api import FewerChoices
+from pdr.engines.context import is_context_error, overflow_hint, with_context_fallback
 from pdr.engines.retry import RETRYABLE_ERRORS, Backoff, poll_until
 from pdr.errors import (
     AuthError,
@@ -55,6 +64,28 @@ _BODY_SNIPPET = 300  # characters of an unparseable error body quoted in message
 # Idle keep-alive connections are dropped after this long: below uvicorn's (SGLang's) 5 s, so a
 # connection the server is about to close is not reused (that would be a needless reset + retry).
 _KEEPALIVE_S = 4.0
+# Connection refused this long at start (no managed launch) = nothing listens there: say so
+# instead of waiting out engine.ready_timeout_s (a loading server accepts connections or is
+# launched by pdr, which waits on the process instead).
+UNREACHABLE_S = 10.0
+
+
+class ServerUnreachable(EngineUnavailable):
+    """No answer at the transport level: connection refused, reset or closed mid-request. The
+    server may be restarting: requests wait for it (`HttpClient.wait_until_back`) instead of
+    spending retry attempts. `refused`: the connection was refused (nothing listens there)."""
+
+    def __init__(self, message: str, refused: bool = False):
+        super().__init__(message)
+        self.refused = refused
+
+
+class RequestTimeout(EngineUnavailable):
+    """One attempt ran past `engine.timeout_s`; `body` is what was sent (to abort it)."""
+
+    def __init__(self, message: str, body: Any = None):
+        super().__init__(message)
+        self.body = body
 
 
 class RetryableHTTPError(EngineUnavailable):
@@ -130,7 +161,10 @@ class HttpClient:
             name=name,
             timeout_s=cfg.timeout_s,
             max_retries=cfg.max_retries,
-            max_connections=cfg.max_concurrency + 4,
+            # The engine's limiter bounds requests in flight (its size is known only once the
+            # server said its capacity), so the pool itself is unbounded.
+            max_connections=0,
+            max_downtime_s=cfg.max_downtime_s,
             api_key=api_key,
             api_key_env=cfg.api_key_env,
             connect_timeout_s=cfg.connect_timeout_s,
@@ -151,8 +185,15 @@ class HttpClient:
         connect_timeout_s: float = 10.0,
         backoff_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        max_downtime_s: float = 600.0,
     ):
         self.base_url = base_url.rstrip("/")
+        self.max_downtime_s = max_downtime_s
+        # GET this path to tell whether the server is back after an outage (the engine sets it:
+        # SGLang's readiness endpoint, /models on OpenAI-compatible servers).
+        self.health_path = "/health"
+        self._outage: asyncio.Future[float] | None = None
+        self.downtime_s = 0.0  # seconds spent waiting for the server over the client's life
         self.name = name
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -207,20 +248,44 @@ class HttpClient:
         *,
         retry: bool = True,
         body_factory: Callable[[], Any] | None = None,
+        on_timeout: Callable[[Any], None] | None = None,
     ) -> Any:
         """Send one request (retrying transient failures) and return the decoded JSON body.
 
         `body_factory`, when given, builds the body afresh for every attempt (e.g. a new request
         id: a timed-out request may still be in flight on the server under the old one).
+        `on_timeout(body)` is called with the body of an attempt that timed out (to abort it on
+        the server before the retry).
+
+        Connection failures (`ServerUnreachable`) do not spend attempts while the server is
+        down: they wait for it (`wait_until_back`, up to `max_downtime_s`).
 
         A plain loop over `self.backoff`, not tenacity: see `pdr.engines.retry` for why."""
         attempts = self.max_retries + 1 if retry else 1
         last: Exception | None = None
-        for attempt in range(1, attempts + 1):
+        attempt = 0
+        while attempt < attempts:
+            attempt += 1
             try:
                 return await self._attempt(method, path, body_factory() if body_factory else body)
+            except ServerUnreachable as e:
+                last = e
+                if not retry:
+                    raise
+                # Downtime is measured in time, not attempts: wait for the server (up to
+                # max_downtime_s) and try again. An outage that lasted no time at all (the
+                # server answers its health check at once) counts as an attempt, so a server
+                # that resets every request still ends.
+                waited = await self.wait_until_back(e)
+                self.retries += 1
+                if waited > 0:
+                    attempt -= 1
+                elif attempt < attempts:
+                    await asyncio.sleep(self.backoff.delay(attempt))
             except RETRYABLE_ERRORS as e:
                 last = e
+                if on_timeout is not None and isinstance(e, RequestTimeout):
+                    on_timeout(e.body)
                 if attempt == attempts:
                     break
                 delay = self.backoff.delay(attempt, getattr(e, "retry_after", None))
@@ -231,8 +296,64 @@ class HttpClient:
             raise last or EngineUnavailable(f"{self.name}: {method} {path} failed")
         raise EngineUnavailable(f"{last} (gave up after {attempts} attempts)") from last
 
+    async def wait_until_back(self, cause: Exception) -> float:
+        """Wait until the server answers `health_path` again; return the seconds waited (0.0 if
+        it answered at once). Concurrent callers share one poll. Raises EngineUnavailable after
+        `max_downtime_s` of unreachability."""
+        if self._outage is None or self._outage.done():
+            self._outage = asyncio.ensure_future(self._poll_back(cause))
+        return await asyncio.shield(self._outage)
+
+    async def _poll_back(self, cause: Exception) -> float:
+        t0 = time.monotonic()
+        if await self.reachable():
+            return 0.0
+        logger.warning(
+            "%s: server at %s unreachable (%s); waiting up to engine.max_downtime_s=%g s for it to come back",
+            self.name, self.base_url, cause, self.max_downtime_s,
+        )  # fmt: skip
+
+        async def probe() -> bool | None:
+            return True if await self.reachable() else None
+
+        await poll_until(
+            probe,
+            timeout_s=self.max_downtime_s,
+            first_s=0.25,
+            max_s=5.0,
+            on_timeout=lambda: EngineUnavailable(
+                f"{self.name}: server at {self.base_url} unreachable for engine.max_downtime_s="
+                f"{self.max_downtime_s:g} s ({cause}); raise engine.max_downtime_s to wait longer"
+            ),
+            progress=lambda: logger.info(
+                "%s: still waiting for %s (down %.0f s)", self.name, self.base_url, time.monotonic() - t0
+            ),
+        )
+        waited = time.monotonic() - t0
+        self.downtime_s += waited
+        logger.warning("%s: server at %s is back after %.1f s; resuming", self.name, self.base_url, waited)
+        return waited
+
+    async def reachable(self) -> bool:
+        """True if the server answers GET `health_path` with anything but a 5xx, or accepts the
+        connection but is too busy to answer within 5 s (a one-slot server serialises even its
+        /models behind the running generation)."""
+        session = self._require_session()
+        try:
+            async with asyncio.timeout(5.0), session.get(self._url(self.health_path)) as resp:
+                await resp.read()
+                return resp.status < 500
+        except TimeoutError:
+            return True
+        except aiohttp.ClientError:
+            return False
+
+    def _url(self, path: str) -> str:
+        """`base_url + path`, or `path` itself when it is already an absolute URL."""
+        return path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
+
     async def _attempt(self, method: str, path: str, body: Any) -> Any:
-        url = f"{self.base_url}{path}"
+        url = self._url(path)
         session = self._require_session()
         try:
             async with asyncio.timeout(self.timeout_s), session.request(method, url, json=body) as resp:
@@ -240,11 +361,26 @@ class HttpClient:
                 text = (await resp.read()).decode("utf-8", "replace")
                 retry_after = resp.headers.get("retry-after")
         except TimeoutError as e:  # aiohttp's ServerTimeoutError is a TimeoutError too
-            raise EngineUnavailable(
+            if isinstance(e, aiohttp.ServerTimeoutError) and "connect" in str(e).lower():
+                raise ServerUnreachable(f"{self.name}: {method} {url}: connect timed out") from None
+            raise RequestTimeout(
                 f"{self.name}: {method} {url} timed out after {self.timeout_s:g} s ({type(e).__name__}; "
-                "raise engine.timeout_s for long generations)"
+                "engine.timeout_s bounds one request from send to answer: raise it for long generations)",
+                body,
             ) from None
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
+        except aiohttp.ClientConnectorError as e:
+            raise ServerUnreachable(
+                self.redact(f"{self.name}: {method} {url}: cannot connect ({e.os_error or e})"),
+                refused=isinstance(e.os_error, ConnectionRefusedError),
+            ) from None
+        except aiohttp.ClientConnectionError as e:
+            # Reset or closed mid-request: the server may have died (a restart) or just dropped us.
+            raise ServerUnreachable(
+                self.redact(
+                    f"{self.name}: {method} {url} failed: {type(e).__name__}: {e or 'connection lost'}"
+                )
+            ) from None
+        except aiohttp.ClientPayloadError as e:
             # Connect errors, resets, a body cut short: transient.
             raise EngineUnavailable(
                 self.redact(
@@ -291,9 +427,7 @@ class HttpClient:
         if status in (400, 413, 422) and is_context_error(msg, error_code(data)):
             return ContextLengthError(
                 self.redact(
-                    f"{where}: the prompt does not fit the model's context: {msg} "
-                    "(lower sampling.max_tokens or shorten the prompt; engine.on_context_overflow=truncate "
-                    "retries once with a smaller max_tokens)"
+                    f"{where}: the prompt does not fit the model's context: {msg} ({overflow_hint(msg)})"
                 ),
                 status,
             )
@@ -304,11 +438,16 @@ class HttpClient:
         and timeouts raise EngineUnavailable. Used for readiness probes."""
         session = self._require_session()
         try:
-            async with asyncio.timeout(timeout_s), session.get(f"{self.base_url}{path}") as resp:
+            async with asyncio.timeout(timeout_s), session.get(self._url(path)) as resp:
                 await resp.read()
                 return resp.status
         except TimeoutError:
             raise EngineUnavailable(f"{self.name}: GET {self.base_url}{path} timed out") from None
+        except aiohttp.ClientConnectorError as e:
+            raise ServerUnreachable(
+                f"{self.name}: GET {self.base_url}{path}: cannot connect ({e.os_error or e})",
+                refused=isinstance(e.os_error, ConnectionRefusedError),
+            ) from None
         except aiohttp.ClientError as e:
             raise EngineUnavailable(f"{self.name}: GET {self.base_url}{path}: {type(e).__name__}") from None
 
@@ -333,27 +472,57 @@ async def wait_ready(
     paths: tuple[str, ...] = ("/health_generate", "/health"),
     interval_s: float = 0.25,
     max_interval_s: float = 5.0,
+    unreachable_s: float | None = UNREACHABLE_S,
 ) -> str:
     """Poll GET `paths[0]` until it answers 200 (a 404 moves on to the next path); return the
     path that answered. 503 and connection errors mean "still starting". 401/403 raise AuthError.
-    Raises EngineUnavailable after `timeout_s` seconds."""
+    Raises EngineUnavailable after `timeout_s` seconds.
+
+    Fails fast where waiting cannot help: every path answering 404 means the server is not an
+    SGLang server (EngineRequestError, at once); a connection refused for `unreachable_s`
+    seconds means nothing listens at the URL (None: keep waiting, e.g. for a launched server)."""
     idx = 0
     last = "no answer yet"
+    t0 = time.monotonic()
+    answered = False  # anything ever answered at the URL (then refusals mean a restart)
 
     async def probe() -> str | None:
-        nonlocal idx, last
+        nonlocal idx, last, answered
         while True:
             path = paths[idx]
             try:
                 status = await http.get_status(path, timeout_s=min(30.0, max(1.0, timeout_s)))
+            except ServerUnreachable as e:
+                last = str(e)
+                if (
+                    e.refused
+                    and not answered
+                    and unreachable_s is not None
+                    and time.monotonic() - t0 >= unreachable_s
+                ):
+                    raise ServerUnreachable(
+                        f"{http.name}: nothing listens at {http.base_url} (connection refused for "
+                        f"{unreachable_s:g} s): check engine.url, or start the server (engine.launch=true "
+                        "lets pdr start it)",
+                        refused=True,
+                    ) from None
+                return None
             except EngineUnavailable as e:
                 last = str(e)
                 return None
+            answered = True
             if status == 200:
                 return path
-            if status in (404, 405) and idx + 1 < len(paths):
-                idx += 1
-                continue
+            if status in (404, 405):
+                if idx + 1 < len(paths):
+                    idx += 1
+                    continue
+                raise EngineRequestError(
+                    f"{http.name}: {http.base_url} is not an SGLang server: GET "
+                    f"{' and '.join(paths)} answer HTTP {status}. For another OpenAI-compatible server use "
+                    f"engine=openai engine.url={http.base_url}/v1",
+                    status,
+                )
             if status in (401, 403):
                 raise AuthError(
                     f"{http.name}: GET {http.base_url}{path}: HTTP {status} (health endpoints need no key: is this an SGLang server?)",
@@ -397,6 +566,12 @@ class HttpEngine(BaseEngine):
     """The base of the HTTP engines: config, URL, fork mode, the client (`start()` opens it with
     `open_http`), and generation under `engine.on_context_overflow`.
 
+    Forks: a fork wider than `engine.max_n` is split into requests of at most `max_n`; with
+    `engine.fork=n`, a server that answers fewer choices than asked (it ignores `n`) switches
+    the engine to fan-out for the rest of its life (logged once), the choices it did return
+    being kept. In-flight limit: `engine.max_concurrency`, or (null) the server's capacity as
+    the subclass reads it in `start()` (`set_capacity`).
+
     Subclasses implement `start()` and `_sender(request)`: a function that sends the request
     with a given generation cap and returns its completions.
     """
@@ -406,7 +581,10 @@ class HttpEngine(BaseEngine):
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.supports_n = cfg.fork == "n"  # fanout: BaseEngine splits forks into n=1 requests
+        self.n_fallback = False  # fork=n but the server ignored n: fanned out since
         self.url = cfg.url.rstrip("/")
+        self.capacity: int | None = None  # what the server says it runs at once
+        self.capacity_source: str | None = None
         self._http: HttpClient | None = None
         self._retries_before_close = 0
 
@@ -416,8 +594,32 @@ class HttpEngine(BaseEngine):
         await self._http.start()
         return self._http
 
+    def set_capacity(self, capacity: int | None, source: str) -> None:
+        """Record the server's capacity (requests it runs at once) and, when
+        `engine.max_concurrency` is null, size the in-flight limit to it. Call before any
+        generate(). More in flight than the server runs would only queue there, and the wait
+        would count against `engine.timeout_s`."""
+        configured = self.cfg.max_concurrency
+        if capacity is not None and capacity >= 1:
+            self.capacity, self.capacity_source = capacity, source
+        limit = configured or self.capacity or DEFAULT_MAX_CONCURRENCY
+        if configured and self.capacity and configured > self.capacity:
+            logger.warning(
+                "%s: engine.max_concurrency=%d but the server runs %d at once (%s): the rest queue on the "
+                "server and their wait counts against engine.timeout_s=%g",
+                self.name, configured, self.capacity, source, self.cfg.timeout_s,
+            )  # fmt: skip
+        self.limiter = WeightedLimiter(limit)
+        logger.info(
+            "%s: up to %d requests in flight (%s)",
+            self.name,
+            limit,
+            "engine.max_concurrency" if configured else (source if self.capacity else "default"),
+        )
+
     async def close(self) -> None:
-        """Close the connection pool. Idempotent; `retries` and `info()` still work."""
+        """Close the connection pool (servers that honour disconnects abort what was in
+        flight). Idempotent; `retries` and `info()` still work."""
         if self._http is not None:
             self._retries_before_close = self._http.retries
             await self._http.close()
@@ -432,6 +634,44 @@ class HttpEngine(BaseEngine):
     def retries(self) -> int:
         """Request retries over the engine's life (for info and tests)."""
         return self._http.retries if self._http is not None else self._retries_before_close
+
+    def client_info(self) -> dict[str, Any]:
+        """What the engine learnt about the server and how it sends: for `info()`."""
+        return {
+            "max_concurrency": self.limiter.capacity,
+            "server_capacity": self.capacity,
+            "capacity_source": self.capacity_source,
+            "max_n": self.cfg.max_n,
+            "n_fallback": self.n_fallback,
+        }
+
+    async def generate(self, request: GenRequest) -> list[Completion]:
+        if request.n > 1 and self.supports_n:
+            max_n = self.cfg.max_n
+            if request.n > max_n:
+                parts = await asyncio.gather(
+                    *(
+                        self.generate(_branch(request, i, min(max_n, request.n - i)))
+                        for i in range(0, request.n, max_n)
+                    )
+                )
+                return [c for part in parts for c in part]
+            try:
+                return await self._one(request)
+            except FewerChoices as e:
+                got = e.completions
+                if self.supports_n:
+                    self.supports_n, self.n_fallback = False, True
+                    logger.warning(
+                        "%s: the server at %s ignores n (asked %d, got %d): fanning forks out as n=1 requests "
+                        "from now on (engine.fork=fanout avoids the probe)",
+                        self.name, self.url, request.n, len(got),
+                    )  # fmt: skip
+                rest = await asyncio.gather(
+                    *(self._one(_branch(request, i)) for i in range(len(got), request.n))
+                )
+                return got + [c for part in rest for c in part]
+        return await super().generate(request)
 
     async def _generate(self, request: GenRequest) -> list[Completion]:
         return await with_context_fallback(

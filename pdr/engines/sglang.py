@@ -35,7 +35,7 @@ from pdr.engines import thinking
 from pdr.engines.base import Completion, GenRequest, Message, finish_reason, split_thinking
 from pdr.engines.chat_api import chat_body, parse_chat_response
 from pdr.engines.chat_templates import ChatTemplate, resolve_template
-from pdr.engines.http import HttpEngine, read_api_key, wait_ready
+from pdr.engines.http import UNREACHABLE_S, HttpEngine, read_api_key, wait_ready
 from pdr.engines.launch import ManagedServer
 from pdr.engines.registry import register_engine
 from pdr.errors import ConfigError, EngineRequestError
@@ -64,6 +64,7 @@ _SERVER_INFO_KEYS = (
     "max_req_input_len",
     "chat_template",
     "schedule_policy",
+    "max_running_requests",
 )
 _MODEL_INFO_KEYS = ("model_path", "served_model_name", "tokenizer_path", "weight_version", "reasoning_parser")
 
@@ -87,6 +88,9 @@ class SGLangEngine(HttpEngine):
         self._server_info: dict[str, Any] = {}
         self._model_info: dict[str, Any] = {}
         self._ready_path = ""
+        # Every request id starts with this (one per engine): /abort_request matches by prefix.
+        self._rid_prefix = f"pdr{uuid.uuid4().hex[:8]}"
+        self._aborts: set[asyncio.Future[None]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -111,8 +115,15 @@ class SGLangEngine(HttpEngine):
                 )
                 self.url = await self.server.start()
             http = await self.open_http(api_key)
-            self._ready_path = await wait_ready(http, timeout_s=cfg.ready_timeout_s)
+            self._ready_path = await wait_ready(
+                http, timeout_s=cfg.ready_timeout_s, unreachable_s=None if cfg.launch else UNREACHABLE_S
+            )
+            http.health_path = self._ready_path
             await self._read_server_facts()
+            running = self._server_info.get("max_running_requests")
+            self.set_capacity(
+                running if isinstance(running, int) else None, "/server_info max_running_requests"
+            )
             self._check_seed_support()
             if cfg.api == "native":
                 model_paths = [
@@ -158,9 +169,32 @@ class SGLangEngine(HttpEngine):
                 "(engine.server_args.enable_deterministic_inference=true when launching) or set engine.send_seed=false"
             )
 
-    async def close(self) -> None:
-        """Close the connection pool and stop a launched server. Idempotent; info() still works."""
+    async def abort(self, rid: str) -> None:
+        """POST /abort_request for `rid` (a prefix: SGLang aborts every request whose id starts
+        with it). Best effort, one attempt: the server may be gone. The samples of an n>1
+        request get fresh ids on the server, so only a closed connection reaches them."""
+        http = self._http
+        if http is None:
+            return
         try:
+            await http.request_json("POST", "/abort_request", {"rid": rid}, retry=False)
+        except Exception as e:  # noqa: BLE001 - best effort: the answer changes nothing
+            logger.info("sglang: abort of %s failed: %s", rid, e)
+
+    def _abort_timed_out(self, body: Any) -> None:
+        """A request timed out: abort it on the server before the retry (else both run)."""
+        rid = body.get("rid") if isinstance(body, dict) else None
+        if rid:
+            task = asyncio.ensure_future(self.abort(rid))
+            self._aborts.add(task)
+            task.add_done_callback(self._aborts.discard)
+
+    async def close(self) -> None:
+        """Abort this engine's requests still running on the server (its rid prefix), close the
+        connection pool and stop a launched server. Idempotent; info() still works."""
+        try:
+            if self._http is not None and self.calls and self.server is None:
+                await self.abort(self._rid_prefix)
             await super().close()
         finally:
             if self.server is not None:
@@ -199,6 +233,7 @@ class SGLangEngine(HttpEngine):
             "send_seed": self.cfg.send_seed,
             "readiness_endpoint": self._ready_path or None,
             "retries": self.retries,
+            **self.client_info(),
         }
         for key, value in self._server_info.items():
             # The server's --chat-template (chat API) is not the client-side one above.
@@ -228,7 +263,10 @@ class SGLangEngine(HttpEngine):
         async def send(max_tokens: int) -> list[Completion]:
             t0 = time.monotonic()
             data = await http.request_json(
-                "POST", "/generate", body_factory=lambda: self.native_body(request, prompt, max_tokens)
+                "POST",
+                "/generate",
+                body_factory=lambda: self.native_body(request, prompt, max_tokens),
+                on_timeout=self._abort_timed_out,
             )
             return parse_native_response(
                 data, request.n, client_latency_s=time.monotonic() - t0, name=self.name
@@ -255,7 +293,7 @@ class SGLangEngine(HttpEngine):
             raise EngineRequestError(
                 f"{self.name}: refusing to send unknown sampling_params {sorted(unknown)}"
             )
-        return {"text": prompt, "sampling_params": sp, "rid": _rid(request)}
+        return {"text": prompt, "sampling_params": sp, "rid": _rid(request, self._rid_prefix)}
 
     def _send_chat(self, request: GenRequest) -> _Send:
         http = self._require_http()
@@ -277,6 +315,7 @@ class SGLangEngine(HttpEngine):
                 request,
                 model=model,
                 max_tokens=max_tokens,
+                max_tokens_field="max_completion_tokens",  # SGLang reads both; this one wins
                 seed=request.seed if self.cfg.send_seed else None,
                 extra=extra,
             )
@@ -289,12 +328,12 @@ class SGLangEngine(HttpEngine):
         return send
 
 
-def _rid(request: GenRequest) -> str:
+def _rid(request: GenRequest, prefix: str = "pdr") -> str:
     tag = request.tag
     suffix = uuid.uuid4().hex[:12]
     if tag is None:
-        return f"pdr-{suffix}"
-    raw = f"pdr-{tag.problem_id}-s{tag.sample}-t{tag.step}-{tag.kind}-b{tag.branch}"
+        return f"{prefix}-{suffix}"
+    raw = f"{prefix}-{tag.problem_id}-s{tag.sample}-t{tag.step}-{tag.kind}-b{tag.branch}"
     return f"{_RID_UNSAFE.sub('_', raw)[:96]}-{suffix}"
 
 

@@ -179,9 +179,15 @@ class SimEngine(BaseEngine):
             # pick is caught (and the problem solved afresh) with probability v / (1 + v).
             weights = []
             for ans, w in seen.items():
-                weights.append(w * (1.0 + self.cfg.verification) if normalize_answer(ans) == normalize_answer(gold) else w)
+                weights.append(
+                    w * (1.0 + self.cfg.verification)
+                    if normalize_answer(ans) == normalize_answer(gold)
+                    else w
+                )
             pick = rng.choices(list(seen), weights=weights)[0]
-            if normalize_answer(pick) == normalize_answer(gold) or rng.random() < 1.0 / (1.0 + self.cfg.verification):
+            if normalize_answer(pick) == normalize_answer(gold) or rng.random() < 1.0 / (
+                1.0 + self.cfg.verification
+            ):
                 return pick
         if rng.random() < p_solve:
             return gold
@@ -217,7 +223,10 @@ class SimEngine(BaseEngine):
                 lines.append(f"- \\boxed{{{ans}}}: supported by {cnt} solution{'s' if cnt != 1 else ''}")
         else:
             lines.append("No candidate reached a final answer.")
-        lines.append("Agreements and open points: " + _WORDS.take(max(8, self.cfg.answer_tokens // 2), rng.randrange(1 << 30)))
+        lines.append(
+            "Agreements and open points: "
+            + _WORDS.take(max(8, self.cfg.answer_tokens // 2), rng.randrange(1 << 30))
+        )
         return "\n".join(lines)
 
     def _select(self, tail: str, problem: Any, rng: random.Random, request: GenRequest) -> str:
@@ -226,7 +235,9 @@ class SimEngine(BaseEngine):
         for j in range(1, len(parts) - 1, 2):
             found = _BOXED.findall(parts[j + 1])
             cands.append((int(parts[j]), found[-1].strip() if found else None))
-        k_match = re.search(r"Judge which (\d+) candidates", tail) or re.search(r"which (\d+) candidates", request.messages[-1].content)
+        k_match = re.search(r"Judge which (\d+) candidates", tail) or re.search(
+            r"which (\d+) candidates", request.messages[-1].content
+        )
         k = int(k_match.group(1)) if k_match else 2
         gold = normalize_answer(str(problem.answer))
         counts = Counter(a for _, a in cands if a)
@@ -235,7 +246,12 @@ class SimEngine(BaseEngine):
             idx, ans = c
             if ans is None:
                 return -1.0 + rng.random() * 0.1
-            verified = 1.0 if normalize_answer(ans) == gold and rng.random() < self.cfg.verification / (1 + self.cfg.verification) else 0.0
+            verified = (
+                1.0
+                if normalize_answer(ans) == gold
+                and rng.random() < self.cfg.verification / (1 + self.cfg.verification)
+                else 0.0
+            )
             return verified + counts[ans] / max(1, len(cands)) + rng.random() * 0.3
 
         ranked = sorted(cands, key=score, reverse=True)[:k]

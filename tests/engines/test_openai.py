@@ -65,7 +65,8 @@ def test_fork_n_one_request_with_usage_and_reasoning(fake: FakeSGLangServer) -> 
     assert fake.count("/v1/chat/completions") == 1
     body = fake.last_body("/v1/chat/completions")
     assert body["n"] == 4 and body["model"] == "Qwen/Qwen3-8B"  # "default" resolved from /v1/models
-    assert body["max_completion_tokens"] == 800 and body["temperature"] == 0.7
+    # The cap goes as max_tokens, the field every server reads (max_tokens_field=auto).
+    assert body["max_tokens"] == 800 and body["temperature"] == 0.7
     assert "separate_reasoning" not in body  # SGLang-only keys are not sent to generic servers
     assert len(out) == 4
     prompt_tokens = out[0].prompt_tokens
@@ -194,7 +195,7 @@ def test_context_length_and_truncate() -> None:
             make_cfg(srv, on_context_overflow="truncate"),
             lambda e: e.generate(request("w " * 60, max_tokens=500)),
         )
-        reduced = srv.bodies("/v1/chat/completions")[-1]["max_completion_tokens"]
+        reduced = srv.bodies("/v1/chat/completions")[-1]["max_tokens"]
         assert reduced < 500 and out[0].meta["max_tokens_reduced_to"] == reduced
 
 

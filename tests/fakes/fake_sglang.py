@@ -255,11 +255,21 @@ class FakeSGLangServer:
         dp_size: int = 1,
         hang_s: float = 30.0,
         log_level: str = "warning",
+        chat_cap_fields: tuple[str, ...] = ("max_completion_tokens", "max_tokens"),
+        chat_n: bool = True,
+        total_slots: int | None = None,
+        title: str = "FastAPI",
     ):
         """`context_length`: as if passed with --context-length (None: the model's 32768, and
         /server_info reports null like a real server). `legacy`: behave like 0.5.3 (no
         /model_info, /server_info, /ready; smaller meta_info). `cached_tokens_summed`: chat usage
-        sums cached_tokens over the n choices (older SGLang) instead of once per prompt."""
+        sums cached_tokens over the n choices (older SGLang) instead of once per prompt.
+
+        Behaving like other OpenAI-compatible servers (llama.cpp's): `chat_cap_fields`, the chat
+        cap fields read (others are dropped silently: the answer runs to its natural length);
+        `chat_n=False` ignores `n` (one choice); `total_slots` serves llama.cpp's GET /props;
+        `title` is the OpenAPI title (llama-cpp-python's is "🦙 llama.cpp Python API");
+        `max_running_requests=1` is a one-slot server."""
         self.host = host
         self.port = port
         self.model_path = model_path
@@ -285,6 +295,11 @@ class FakeSGLangServer:
         self.dp_size = dp_size
         self.hang_s = hang_s
         self.log_level = log_level
+        self.chat_cap_fields = chat_cap_fields
+        self.chat_n = chat_n
+        self.total_slots = total_slots
+        self.title = title
+        self.aborted: list[Any] = []  # bodies of POST /abort_request
 
         self._lock = threading.Lock()
         self._faults: list[_Fault] = []
@@ -670,7 +685,14 @@ class FakeSGLangServer:
             await asyncio.sleep(min(0.05, left))
 
     def _build_app(self) -> FastAPI:
-        app = FastAPI()
+        # No generated OpenAPI schema (it warns about the routes registered under two paths);
+        # a title to be found by, when given, is served below.
+        app = FastAPI(title=self.title, openapi_url=None)
+        if self.title != "FastAPI":
+
+            @app.get("/openapi.json")
+            async def openapi() -> dict[str, Any]:
+                return {"openapi": "3.1.0", "info": {"title": self.title, "version": "0.1.0"}, "paths": {}}
 
         @app.exception_handler(RequestValidationError)
         async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -730,6 +752,7 @@ class FakeSGLangServer:
                 "random_seed": 1234,
                 "launch_command": f"python -m sglang.launch_server --model-path {self.model_path}",
                 "max_total_num_tokens": 500_000,
+                "max_running_requests": self.max_running_requests,
                 "max_req_input_len": self.context_length - 5,
                 "internal_states": [{"last_gen_throughput": 0.0}] * self.dp_size,
                 "version": self.version,
@@ -762,6 +785,17 @@ class FakeSGLangServer:
             if name != self.served_model_name:
                 raise _Abort(404, _model_not_found(name))
             return model_card()
+
+        @app.post("/abort_request")
+        async def abort_request(request: Request) -> Response:
+            self.aborted.append(json.loads(await request.body() or b"{}"))
+            return Response(status_code=200)
+
+        if self.total_slots is not None:
+
+            @app.get("/props")
+            async def props() -> dict[str, Any]:
+                return {"total_slots": self.total_slots, "default_generation_settings": {}}
 
         @app.api_route("/flush_cache", methods=["GET", "POST"])
         async def flush() -> Response:
@@ -948,7 +982,10 @@ class FakeSGLangServer:
         n = body.get("n") or 1
         if not isinstance(n, int) or n < 1:
             raise _Abort(400, _object_error(f"n: must be a positive integer, got {n!r}", 400, "BadRequest"))
-        max_new = body.get("max_completion_tokens", body.get("max_tokens"))
+        if not self.chat_n:
+            n = 1  # like llama.cpp's servers: n is dropped, one choice comes back
+        caps = [body[f] for f in self.chat_cap_fields if body.get(f) is not None]
+        max_new = caps[0] if caps else None
         if max_new is not None and (not isinstance(max_new, int) or max_new <= 0):
             raise _Abort(400, _object_error("max_completion_tokens must be positive", 400, "BadRequest"))
         kwargs = body.get("chat_template_kwargs") or {}

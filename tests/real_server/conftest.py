@@ -69,7 +69,9 @@ class LlamaServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"llama.cpp server exited with {self.proc.returncode}; log: {self.log_path}")
+                raise RuntimeError(
+                    f"llama.cpp server exited with {self.proc.returncode}; log: {self.log_path}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.url}/models", timeout=2) as r:
                     if r.status == 200:
