@@ -20,21 +20,22 @@ from hydra.types import RunMode
 from hydra.utils import get_original_cwd
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from pdr.config import search_path
 from pdr.config.schema import register_configs
 from pdr.config.secrets import is_secret_key
 from pdr.errors import ConfigError, PdrError, did_you_mean
 from pdr.strategies.graph import compile_graph
-from pdr.tracking.sweep import parent_run_for_job, tracking_uri_for
 from pdr.tracking.mlflow_run import ui_command
+from pdr.tracking.sweep import parent_run_for_job, tracking_uri_for
 
 if TYPE_CHECKING:
     from pdr.config.schema import Config
     from pdr.runner import RunResult
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("pdr")
 
 register_configs()
+search_path.register()  # the user's config folders in front of the shipped pkg://pdr.conf
 
 
 def _check_group_choices(argv: list[str]) -> None:
@@ -46,10 +47,9 @@ def _check_group_choices(argv: list[str]) -> None:
         key = key.lstrip("+~")
         if "." in key or "/" in key or not value or "," in value or "(" in value:
             continue
-        group_dir = CONF_DIR / key
-        if not group_dir.is_dir():
+        options = search_path.group_options(key)
+        if options is None:
             continue
-        options = sorted(p.stem for p in group_dir.glob("*.yaml"))
         if value not in options:
             raise ConfigError(
                 f"{key}={value}: no such option{did_you_mean(value, options)}; available: {', '.join(options)}"
@@ -151,7 +151,7 @@ def format_report(result: RunResult, cfg: Config) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=search_path.PRIMARY, config_name="config")
 def _main(dcfg: DictConfig) -> float | None:
     try:
         _check_unknown_keys(dcfg)
@@ -198,9 +198,13 @@ def _main(dcfg: DictConfig) -> float | None:
 
 def main() -> None:
     try:
+        search_path.use_command_line(sys.argv[1:])
+        search_path.user_entries()  # PDR_CONFIG_PATH: a missing folder fails here, with its name
+        search_path.shipped()
         _check_group_choices(sys.argv[1:])
-    except ConfigError as exc:
-        print(f"pdr: config error: {exc}", file=sys.stderr)
+    except PdrError as exc:
+        kind = "config error" if isinstance(exc, ConfigError) else "error"
+        print(f"pdr: {kind}: {exc}", file=sys.stderr)
         sys.exit(2)
     _main()
 
