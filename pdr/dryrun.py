@@ -183,7 +183,7 @@ def _job_cost(job: list[str], problems: int, samples: int, fill: float | None, d
               run_dir: Path) -> JobCost:
     """One job's cost: measured on `problems` of its problems x `samples`, sized to the whole job."""
     from pdr.data import load_problems
-    from pdr.runner import config_dict, run_key
+    from pdr.results import config_dict, run_key
 
     cfg = compose_job(job)
     if fill is not None:

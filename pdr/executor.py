@@ -8,6 +8,7 @@ computed (definitions in `budgets()`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -43,6 +44,7 @@ class CallRecord:
     finish_reason: str
     latency_s: float
     from_cache: bool = False
+    cap: int = 0  # the generation cap the call was sent with (thinking + answer buffer)
 
 
 @dataclass
@@ -56,13 +58,20 @@ class Outcome:
     error_type: str | None = None
     trace: list[dict[str, Any]] = field(default_factory=list)
     notes: dict[str, int] = field(default_factory=dict)
+    simulated: bool = False  # the engine was the simulated one: not a model's result
+    oracle: bool = False  # the workspaces were chosen with the gold answers (selection=oracle_*)
 
     @classmethod
-    def failed(cls, problem_id: str, sample: int, exc: BaseException) -> Outcome:
+    def failed(
+        cls, problem_id: str, sample: int, exc: BaseException, *, simulated: bool = False, oracle: bool = False
+    ) -> Outcome:
         """The outcome of a problem-sample that raised `exc` outside the engine-error hierarchy
         (a strategy bug on odd model output, an engine raising something unexpected)."""
         kind = type(exc).__name__
-        return cls(problem_id, sample, None, [], 0.0, error=f"{kind}: {exc}"[:2000], error_type=kind)
+        return cls(
+            problem_id, sample, None, [], 0.0, error=f"{kind}: {exc}"[:2000], error_type=kind,
+            simulated=simulated, oracle=oracle,
+        )  # fmt: skip
 
     @property
     def final_answer(self) -> str | None:
@@ -91,20 +100,27 @@ def budgets(calls: list[CallRecord], seq_branch: str = "slowest") -> dict[str, f
     - *_output_tokens: the same with output tokens only.
     - max_context_tokens: the largest input + output of any single call.
     - cached_tokens: prompt tokens the server reported as served from its prefix cache.
+    - seq_tokens_nominal: caps x calls on the critical path, the way the paper states budgets:
+      the sum over steps of the largest generation cap among the step's calls (inputs and
+      realised lengths play no part). total_tokens_nominal: the sum of the caps of every
+      completion (each branch of a fork is a call).
     """
     by_step: dict[int, list[CallRecord]] = defaultdict(list)
     for c in calls:
         by_step[c.step].append(c)
     agg: Callable[[list[float]], float] = max if seq_branch == "slowest" else (lambda v: sum(v) / len(v))
-    seq = seq_out = 0.0
+    seq = seq_out = seq_nominal = 0.0
     for recs in by_step.values():
         seq += agg([r.prompt_tokens + r.completion_tokens for r in recs])
         seq_out += agg([r.completion_tokens for r in recs])
+        seq_nominal += max(r.cap for r in recs)
     return {
         "seq_tokens": seq,
         "total_tokens": float(sum(c.prompt_tokens + c.completion_tokens for c in calls)),
         "seq_output_tokens": seq_out,
         "total_output_tokens": float(sum(c.completion_tokens for c in calls)),
+        "seq_tokens_nominal": seq_nominal,
+        "total_tokens_nominal": float(sum(c.cap for c in calls)),
         "prompt_tokens": float(sum(c.prompt_tokens for c in calls)),
         "completion_tokens": float(sum(c.completion_tokens for c in calls)),
         "cached_tokens": float(sum(c.cached_tokens for c in calls)),
@@ -158,11 +174,16 @@ class Executor:
             max_tokens: int | None = None,
             temperature: float | None = None,
         ) -> list[Completion]:
+            # A step's own max_tokens is one cap for everything; else the run's caps (thinking +
+            # answer buffer when sampling.thinking_tokens is set).
             sampling = SamplingParams(
                 max_tokens=max_tokens or base.max_tokens,
                 temperature=base.temperature if temperature is None else temperature,
                 top_p=base.top_p,
                 top_k=base.top_k,
+                thinking_tokens=None if max_tokens else base.thinking_tokens,
+                budget_forcing=base.budget_forcing,
+                logit_processor=base.logit_processor,
             )
             request = GenRequest(
                 messages=tuple(messages),
@@ -186,6 +207,7 @@ class Executor:
                         c.finish_reason,
                         c.latency_s,
                         bool(c.meta.get("from_cache")),
+                        sampling.max_tokens,
                     )
                 )
             if self.keep_trace:
@@ -204,12 +226,16 @@ class Executor:
                                 "prompt_tokens": c.prompt_tokens,
                                 "completion_tokens": c.completion_tokens,
                                 "cached_tokens": c.cached_tokens,
+                                **({"phases": c.meta["phases"]} if "phases" in c.meta else {}),
                             }
                             for c in out
                         ],
                     }
                 )
             return out
+
+        async def gold_correct(answers: list[str | None]) -> list[bool]:
+            return await grade_against_gold(answers, problem.answer)
 
         ctx = OpContext(
             problem=problem.problem,
@@ -220,7 +246,9 @@ class Executor:
             ),
             count_tokens=self.count_tokens,
             extract=self.extract,
+            gold_correct=gold_correct if self.graph.oracle else None,
         )
+        flags = {"simulated": bool(getattr(self.engine, "simulated", False)), "oracle": self.graph.oracle}
         try:
             state = await run_graph(self.graph, ctx)
             return Outcome(
@@ -231,6 +259,7 @@ class Executor:
                 time.perf_counter() - started,
                 trace=trace,
                 notes=dict(ctx.notes),
+                **flags,
             )
         except EngineError as exc:
             # Per-problem isolation: this problem-sample is recorded with status "error"; the
@@ -246,7 +275,30 @@ class Executor:
                 error_type=type(exc).__name__,
                 trace=trace,
                 notes=dict(ctx.notes),
+                **flags,
             )
+
+
+async def grade_against_gold(answers: list[str | None], gold: str) -> list[bool]:
+    """Whether each extracted final answer is correct against `gold` (None: not correct), by the
+    run's grader: inline where its fast path decides, the rest in a thread (math-verify)."""
+    from pdr.evaluation.grading import fast_grade, grade_many
+
+    out: list[bool | None] = []
+    rest: list[int] = []
+    for i, a in enumerate(answers):
+        if a is None:
+            out.append(False)
+            continue
+        g = fast_grade(f"\\boxed{{{a}}}", gold)
+        out.append(None if g is None else g.correct)
+        if g is None:
+            rest.append(i)
+    if rest:
+        pairs = [(f"\\boxed{{{answers[i]}}}", gold) for i in rest]
+        for i, g in zip(rest, await asyncio.to_thread(grade_many, pairs), strict=True):
+            out[i] = g.correct
+    return [bool(v) for v in out]
 
 
 def outcome_row(
@@ -255,6 +307,8 @@ def outcome_row(
     """The results.jsonl row of one problem-sample. `grades` maps a draft's answer to its Grade;
     `final_grade` is the final answer's (None when there is no final answer)."""
     row: dict[str, Any] = {"problem_id": outcome.problem_id, "sample": outcome.sample, "gold": problem.answer}
+    row["simulated"] = outcome.simulated
+    row["oracle"] = outcome.oracle
     row.update(budgets(outcome.calls, seq_branch))
     row["wall_s"] = round(outcome.wall_s, 4)
     state = outcome.state
@@ -262,6 +316,7 @@ def outcome_row(
         row.update(
             answer=None,
             correct=False,
+            answer_correct=None,
             status="error",
             error=outcome.error,
             error_type=outcome.error_type,
@@ -270,16 +325,29 @@ def outcome_row(
         return row
     final = state.final
     assert final is not None
-    if final.answer is None:
-        status = "truncated" if final.truncated else "no_answer"
-        correct = False
-    else:
+    # The status says how the final output ended, one meaning each: `truncated` whenever it hit
+    # its cap, even if a boxed answer survived in it; the grade of whatever answer was extracted
+    # is `answer_correct` (None: no answer), and `correct` (what accuracy counts) follows it.
+    answer_correct: bool | None = None
+    if final.answer is not None:
         assert final_grade is not None, "a final answer is always graded"
+        answer_correct = bool(final_grade.correct)
+    if final_grade is not None and final_grade.status == "error":
+        # The grader could not decide (its workers could not start, a grading job failed). Never
+        # counted as wrong: the row is an error row, re-graded by resume=true.
+        status = "error"
+        row.update(error=f"grading failed: {final_grade.error}", error_type="GradingError")
+    elif final.truncated:
+        status = "truncated"
+    elif final.answer is None:
+        status = "no_answer"
+    else:
+        assert final_grade is not None
         status = final_grade.status if final_grade.status in ("correct", "wrong", "no_answer") else "wrong"
-        correct = bool(final_grade.correct)
     row.update(
         answer=_short(final.answer),
-        correct=correct,
+        correct=bool(answer_correct),
+        answer_correct=answer_correct,
         status=status,
         finish_reason=final.completion.finish_reason,
     )

@@ -106,7 +106,8 @@ def format_report(result: RunResult, cfg: Config) -> str:
         "",
         f"pdr: {cfg.strategy.name} on {cfg.dataset.name} with engine={cfg.engine.name}"
         f" (model {result.info.get('model') or cfg.engine.model})"
-        + ("  [SIMULATED engine: these are not a model's results]" if sim else ""),
+        + ("  [SIMULATED engine: these are not a model's results]" if sim else "")
+        + ("  [ORACLE: workspaces chosen with the gold answers]" if any(r.get("oracle") for r in result.rows) else ""),
     ]
     if not m:
         lines.append("  no results")

@@ -59,16 +59,15 @@ from pdr.results import (
     ResultsWriter,
     RunFailed,
     RunPlan,
-    config_dict,  # noqa: F401 - pdr.dryrun still imports it from here; its home is pdr.results
     plan_run,
     resolve_cache_mode,
-    run_key,  # noqa: F401 - pdr.dryrun still imports it from here; its home is pdr.results
     write_json,
     write_summary,
 )
-from pdr.strategies.graph import Graph, compile_graph
-from pdr.tracking.mlflow_run import MlflowRun, start_tracking
 from pdr.results.trace_view import write_trace_html
+from pdr.strategies.graph import Graph, compile_graph
+from pdr.strategies.plan import check_context
+from pdr.tracking.mlflow_run import MlflowRun, start_tracking
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -104,6 +103,8 @@ def run(
     check_no_secrets(cfg)  # before anything is written or logged
     graph = compile_graph(cfg.strategy)
     problems = load_problems(cfg.dataset)  # bad data fails here, before any engine call
+    # Every step's worst-case context against engine.context_length (issue 10: pdr/strategies/plan.py).
+    check_context(graph, cfg.prompts, cfg.sampling.max_tokens, cfg.engine.context_length, [p.problem for p in problems])
     plan = plan_run(cfg, run_dir, problems)
     engine = _with_cache(make_engine(cfg.engine, problems, run_dir), cfg, run_dir)
 
@@ -129,6 +130,14 @@ def run(
         with asyncio.Runner() as loop, _sigterm_as_interrupt():
             if plan.todo:  # a finished run resumed again needs no engine (its server may be gone)
                 loop.run(_start(engine, cfg))
+                served = engine.info().get("context_length") if cfg.engine.context_length is None else None
+                if isinstance(served, int):  # the server's own context length, before any request
+                    try:
+                        check_context(graph, cfg.prompts, cfg.sampling.max_tokens, served,
+                                      [p.problem for p in problems], source="the server's context_length")  # fmt: skip
+                    except PdrError:
+                        loop.run(_close_quietly(engine))
+                        raise
             # run.json before anything is written, so that resume=true finds this directory; not
             # earlier, so that a run that could not even start leaves nothing to resume.
             plan.write_info()
@@ -136,7 +145,8 @@ def run(
             try:
                 tracker = start_tracking(
                     cfg, plan.config, run_key=plan.key, graph=graph.describe(), simulated=engine.simulated,
-                    run_dir=run_dir, launch_dir=launch_dir, extra_tags=extra_tags, resume_from=plan.prior,
+                    run_dir=run_dir, launch_dir=launch_dir, resume_from=plan.prior,
+                    extra_tags={**(extra_tags or {}), **({"oracle": "true"} if graph.oracle else {})},
                     attempt=plan.attempt,
                 )  # fmt: skip
             except BaseException:
@@ -212,7 +222,7 @@ async def _execute(
             if type(exc).__name__ not in unexpected_logged:
                 unexpected_logged.add(type(exc).__name__)
                 log.exception("problem %s sample %d failed unexpectedly", problem.id, sample)
-            outcome = Outcome.failed(problem.id, sample, exc)
+            outcome = Outcome.failed(problem.id, sample, exc, simulated=engine.simulated, oracle=graph.oracle)
         grades = await grading.grade(problem.id, problem.answer, outcome.answers())
         final = outcome.final_answer
         row = outcome_row(

@@ -39,3 +39,21 @@ def compose_object(overrides: list[str] | None = None):
 @pytest.fixture
 def make_cfg():
     return compose_object
+
+
+# Tiers that need something this machine may not have (a GPU server, the real llama.cpp server,
+# a wheel built into a fresh venv). They run only when the -m expression names them, so that
+# `pytest -m "not slow"` (which replaces addopts' -m) does not pull them in by accident.
+OPT_IN_MARKERS = ("gpu", "real_server", "package")
+
+
+def pytest_collection_modifyitems(config, items):
+    expr = config.getoption("markexpr") or ""
+    wanted = {m for m in OPT_IN_MARKERS if m in expr.replace("not " + m, "")}
+    keep, drop = [], []
+    for item in items:
+        opt_in = {m for m in OPT_IN_MARKERS if item.get_closest_marker(m)}
+        (drop if opt_in - wanted else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

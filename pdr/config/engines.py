@@ -19,6 +19,9 @@ class EngineConfig:
     name: str = "sim"
     model: str = "sim-reasoner"
     max_concurrency: int = 64  # engine calls in flight; a fork with n branches takes n slots
+    # The model's context window in tokens, for planning every step before the first call
+    # (pdr/strategies/plan.py). null: what the server reports (SGLang /server_info), else unchecked.
+    context_length: int | None = None
     timeout_s: float = 600.0  # per request
     max_retries: int = 3  # on retryable failures only (503, resets, timeouts)
     # Fraction of problem-samples allowed to end in status "error" before the run fails.

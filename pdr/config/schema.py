@@ -7,6 +7,7 @@ bad value fails before any engine call, with a message naming the override key, 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from omegaconf import MISSING
@@ -21,7 +22,10 @@ from pdr.config.strategy import (
     StrategyConfig,
     check_choice,
 )
-from pdr.errors import ConfigError
+from pdr.errors import ConfigError, did_you_mean
+
+BUDGET_FORCING = ("continue", "logit_processor")
+PAPER_ANSWER_TOKENS = 2048  # the paper's answer buffer after the thinking cap
 
 
 @dataclass
@@ -29,7 +33,21 @@ class SamplingConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int | None = None
-    max_tokens: int = 4096  # the per-call generation cap (thinking + answer)
+    # The per-call generation cap (thinking + answer). With thinking_tokens set it is derived
+    # (thinking_tokens + answer_tokens): leave it null, or equal to that sum.
+    max_tokens: int | None = 4096
+    # A thinking model's cap on its reasoning; when it is hit the model is made to close its think
+    # block and answer within answer_tokens ("budget forcing", pdr/engines/thinking.py). null: one
+    # cap (max_tokens) for everything, as for a model that does not think.
+    thinking_tokens: int | None = None
+    answer_tokens: int | None = None  # the buffer after the thinking cap (null with thinking: 2048)
+    # How the thinking cap is enforced on SGLang (docs/real-servers.md, "Thinking budget"):
+    #   continue:        cut at thinking_tokens, then a second request that extends the same sequence
+    #                    with "</think>" (prefix-cached: no prefill repeated); any SGLang server.
+    #   logit_processor: SGLang's thinking-budget custom logit processor in one request (server
+    #                    flag --enable-custom-logit-processor; sampling.logit_processor holds it).
+    budget_forcing: str = "continue"
+    logit_processor: str | None = None  # the processor's serialised form (its to_str())
 
     def __post_init__(self) -> None:
         if not self.temperature >= 0:
@@ -38,6 +56,35 @@ class SamplingConfig:
             raise ConfigError(f"sampling.top_p={self.top_p}: must be in (0, 1]")
         if self.top_k is not None and self.top_k < 1:
             raise ConfigError(f"sampling.top_k={self.top_k}: must be >= 1, or null for the whole vocabulary")
+        check_choice("sampling.budget_forcing", self.budget_forcing, BUDGET_FORCING)
+        if self.thinking_tokens is None:
+            if self.answer_tokens is not None:
+                raise ConfigError(
+                    f"sampling.answer_tokens={self.answer_tokens}: is the buffer after a thinking cap; set "
+                    "sampling.thinking_tokens too, or use sampling.max_tokens alone for a model that does not think"
+                )
+            if self.max_tokens is None:
+                raise ConfigError("sampling.max_tokens=null: set it, or set sampling.thinking_tokens (+ answer_tokens)")
+        else:
+            if self.thinking_tokens < 1:
+                raise ConfigError(f"sampling.thinking_tokens={self.thinking_tokens}: must be >= 1")
+            if self.answer_tokens is None:
+                self.answer_tokens = PAPER_ANSWER_TOKENS
+            if self.answer_tokens < 1:
+                raise ConfigError(f"sampling.answer_tokens={self.answer_tokens}: must be >= 1")
+            total = self.thinking_tokens + self.answer_tokens
+            if self.max_tokens is not None and self.max_tokens != total:
+                raise ConfigError(
+                    f"sampling.max_tokens={self.max_tokens} contradicts sampling.thinking_tokens="
+                    f"{self.thinking_tokens} + sampling.answer_tokens={self.answer_tokens} = {total}: "
+                    f"set sampling.max_tokens=null (or {total})"
+                )
+            self.max_tokens = total
+        if self.budget_forcing == "logit_processor" and self.thinking_tokens is not None and not self.logit_processor:
+            raise ConfigError(
+                "sampling.budget_forcing=logit_processor: needs sampling.logit_processor (the processor's "
+                "to_str(), see docs/real-servers.md), or use sampling.budget_forcing=continue"
+            )
         if self.max_tokens < 1:
             raise ConfigError(f"sampling.max_tokens={self.max_tokens}: must be >= 1 (the per-call generation cap)")
 
@@ -53,9 +100,49 @@ class TrackingConfig:
     parent_run_id: str | None = None
 
 
+# Each prompt's placeholders: (those it must contain, those it may contain). Only these names are
+# substituted (pdr.strategies.state.render), so a misspelt one would reach the model verbatim and a
+# dropped one would silently withhold the problem or the workspace: both fail at compose time.
+PROMPT_PLACEHOLDERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "system": ((), ()),
+    "draft": (("problem",), ()),
+    "refine": (("problem", "workspace"), ()),
+    "summary": (("problem", "candidates"), ("kappa",)),
+    "select": (("problem", "candidates"), ("k",)),
+    "sr_refine": (("problem", "workspace"), ()),
+    "critique": (("problem", "solution"), ()),
+    "critique_block": (("critique",), ()),
+    "candidate": (("solution",), ("index",)),
+}
+# A `{name}` that is not a LaTeX argument: not right after a letter (`\boxed{x}`), a backslash,
+# `}` (`\frac{a}{b}`), `^` or `_` (`x^{n}`). Those are left alone by render() and need no check.
+_BRACED_NAME = re.compile(r"(?<![A-Za-z\\}^_])\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def check_prompt(name: str, template: str | None) -> None:
+    """ConfigError (one line, naming `prompts.<name>` and the placeholder) if `template` lacks a
+    placeholder the prompt needs or holds one it does not take."""
+    if template is None or template == MISSING or name not in PROMPT_PLACEHOLDERS:
+        return  # MISSING: the schema alone, before the YAML's values
+    required, optional = PROMPT_PLACEHOLDERS[name]
+    allowed = (*required, *optional)
+    takes = ", ".join(f"{{{p}}}" for p in allowed) or "no placeholders"
+    # A known name is substituted wherever it stands (render() has no LaTeX rule); an unknown one
+    # is reported only where it cannot be a LaTeX argument.
+    found = {p for p in allowed if f"{{{p}}}" in template}
+    for p in _BRACED_NAME.findall(template):
+        if p not in allowed:
+            hint = did_you_mean(p, allowed).replace("'", "")
+            hint = re.sub(r"did you mean (\w+)", r"did you mean {\1}", hint)
+            raise ConfigError(f"prompts.{name}: unknown placeholder {{{p}}}{hint}; the {name} prompt takes {takes}")
+    for p in required:
+        if p not in found:
+            raise ConfigError(f"prompts.{name}: missing placeholder {{{p}}}; the {name} prompt needs {takes}")
+
+
 @dataclass
 class PromptsConfig:
-    """Prompt templates. Placeholders: {problem}, {workspace}, {candidates}, {solution}, {critique}, {k}.
+    """Prompt templates. Placeholders per prompt: `PROMPT_PLACEHOLDERS` (checked at compose time).
     Only these names are substituted, so LaTeX braces in templates are safe."""
 
     system: str | None = None
@@ -67,6 +154,10 @@ class PromptsConfig:
     critique: str = MISSING
     critique_block: str = MISSING
     candidate: str = MISSING  # how one candidate is shown inside {candidates} / an extractive workspace
+
+    def __post_init__(self) -> None:
+        for name in PROMPT_PLACEHOLDERS:
+            check_prompt(name, getattr(self, name))
 
 
 @dataclass
@@ -144,6 +235,10 @@ def register_configs() -> None:
 
         # A short random id for output directories; cached so one run resolves one value.
         OmegaConf.register_new_resolver("pdr_rand", lambda: uuid.uuid4().hex[:6], use_cache=True)
+    if not OmegaConf.has_resolver("pdr_sim_suffix"):
+        # `experiment: paper-aime${pdr_sim_suffix:${engine.name}}`: a preset's simulated runs log to
+        # `<name>-sim`, so that they never mix with a model's results in one MLflow experiment.
+        OmegaConf.register_new_resolver("pdr_sim_suffix", lambda engine: "-sim" if engine == "sim" else "")
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     for engine_name, engine_schema in ENGINE_SCHEMAS.items():

@@ -55,11 +55,17 @@ class PDRStrategyConfig(WorkspaceStrategyConfig):
     name: str = "pdr"
     widths: list[int] = field(default_factory=lambda: [4, 2])  # drafts per round before the final refine
     distill: str = "global_summary"  # a distill type (pdr/strategies/distill.py)
-    k: int = 2  # candidates kept by the top-k and random-k distill types
+    # Candidates kept by the top-k and random-k distill types (null: 2). Other types keep no k:
+    # setting it with them does nothing and is warned about.
+    k: int | None = None
     # How top-k candidates are scored (the paper leaves this open):
     #   agreement: by how many drafts share the candidate's final answer (no extra calls)
     #   judge:     the model ranks the candidates (one extra call per selection)
     selection: str = "agreement"
+    # The bound on what a summarizer / judge call reads (it reads *all* drafts of the round): each
+    # draft is cut to an equal share. null: drafts in full (checked against the context length
+    # before the first call, pdr/strategies/plan.py).
+    distill_input_tokens: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -37,16 +37,26 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int | None = None
     stop: tuple[str, ...] = ()
+    # A thinking cap inside max_tokens (the rest is the answer buffer), enforced by budget forcing
+    # (pdr/engines/thinking.py) the way `budget_forcing` says; None: max_tokens caps everything.
+    thinking_tokens: int | None = None
+    budget_forcing: str = "continue"
+    logit_processor: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields as a dict, like `dataclasses.asdict` (same call-cache keys) at a tenth of its cost."""
-        return {
+        """The fields as a dict, like `dataclasses.asdict` (same call-cache keys) at a tenth of its
+        cost. The thinking fields only when a thinking cap is set, so earlier cache keys stay valid."""
+        d: dict[str, Any] = {
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "top_k": self.top_k,
             "stop": tuple(self.stop),
         }
+        if self.thinking_tokens is not None:
+            d["thinking_tokens"] = self.thinking_tokens
+            d["budget_forcing"] = self.budget_forcing
+        return d
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pdr.config.engines import OpenAIEngineConfig
+from pdr.engines import thinking
 from pdr.engines.base import Completion, GenRequest
 from pdr.engines.chat_api import chat_body, parse_chat_response
 from pdr.engines.http import HttpEngine, read_api_key
@@ -117,6 +118,8 @@ class OpenAIEngine(HttpEngine):
     def _sender(self, request: GenRequest) -> Callable[[int], Awaitable[list[Completion]]]:
         http = self._require_http()
         cfg = self.cfg
+        if request.sampling.thinking_tokens is not None:
+            thinking.warn_not_enforced(self.name, "chat")
 
         async def send(max_tokens: int) -> list[Completion]:
             body = chat_body(

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pdr.config.engines import SGLangEngineConfig
+from pdr.engines import thinking
 from pdr.engines.base import Completion, GenRequest, Message, finish_reason, split_thinking
 from pdr.engines.chat_api import chat_body, parse_chat_response
 from pdr.engines.chat_templates import ChatTemplate, resolve_template
@@ -221,6 +222,8 @@ class SGLangEngine(HttpEngine):
     def _send_native(self, request: GenRequest) -> _Send:
         http = self._require_http()
         prompt = self.render(request.messages)
+        if request.sampling.thinking_tokens is not None:  # thinking cap + answer buffer
+            return lambda max_tokens: thinking.generate_native(self, http, request, prompt)
 
         async def send(max_tokens: int) -> list[Completion]:
             t0 = time.monotonic()
@@ -256,6 +259,8 @@ class SGLangEngine(HttpEngine):
 
     def _send_chat(self, request: GenRequest) -> _Send:
         http = self._require_http()
+        if request.sampling.thinking_tokens is not None:
+            thinking.warn_not_enforced(self.name, "chat")
         model = (
             self.cfg.model
             if self.cfg.model != "default"

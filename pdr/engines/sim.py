@@ -134,7 +134,11 @@ class SimEngine(BaseEngine):
         for i in range(request.n):
             rng = random.Random(request.seed + i)
             raw = self._respond(request, prompt, rng)
-            c = self._finish(raw, request.sampling.max_tokens, prompt_tokens, cached=(prompt_tokens - 1 if i else 0))
+            cached = prompt_tokens - 1 if i else 0
+            if request.sampling.thinking_tokens is not None:
+                c = self._finish_forced(raw, request, prompt_tokens, cached, rng)
+            else:
+                c = self._finish(raw, request.sampling.max_tokens, prompt_tokens, cached=cached)
             c.latency_s = (self.cfg.latency_base_ms + self.cfg.latency_per_token_ms * c.completion_tokens) / 1000
             total_latency = max(total_latency, c.latency_s)
             out.append(c)
@@ -246,6 +250,54 @@ class SimEngine(BaseEngine):
         body = _WORDS.take(max(8, self.cfg.answer_tokens // 2), rng.randrange(1 << 30))
         return f"{body}.\n{_VERDICT_RIGHT if says_correct else _VERDICT_WRONG}"
 
+    def _finish_forced(
+        self, raw: tuple[int, str], request: GenRequest, prompt_tokens: int, cached: int, rng: random.Random
+    ) -> Completion:
+        """A thinking cap T plus an answer buffer A, as budget forcing runs it on a server
+        (pdr/engines/thinking.py, `continue`): phase 1 is capped at T; a branch cut there gets a
+        second phase that extends the same sequence (its prefix all cached) with "</think>" if the
+        think block is still open, capped at A. A forced answer rests on unfinished thinking: it
+        is kept with probability T / (the thinking it wanted), else it is a plausible wrong one."""
+        think_n, visible = raw
+        T = request.sampling.thinking_tokens or 0
+        A = request.sampling.max_tokens - T
+        V = count_words(visible)
+        if think_n + V + 2 <= T:  # done within the thinking cap: one phase
+            c = self._finish(raw, T, prompt_tokens, cached)
+            c.meta["phases"] = [_phase(T, prompt_tokens, c.completion_tokens, cached, "stop")]
+            return c
+        forced = think_n + 2 > T  # still thinking at the cap ("<think>" and "</think>" are a token each)
+        if forced:
+            problem = self._problems.get(request.tag.problem_id) if request.tag is not None else None
+            if problem is not None and rng.random() > T / think_n:
+                visible = self._solution(rng, rng.choice(self._wrong_answers(problem)))
+                V = count_words(visible)
+            think_n = T - 1
+            shown, injected, left = 0, 1, V  # phase 2 reads the forced close, writes the whole answer
+        else:
+            shown = T - think_n - 2  # answer words phase 1 already wrote
+            injected, left = 0, V - shown
+        out2 = min(left, A)
+        finish = "stop" if left <= A else "length"
+        words = visible.split()
+        text = visible if finish == "stop" else " ".join(words[: shown + out2]).split("\\boxed")[0]
+        return Completion(
+            text=text,
+            reasoning=_WORDS.take(think_n, think_n * 7919),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=T + injected + out2,
+            cached_tokens=cached,
+            reasoning_tokens=think_n,
+            finish_reason=finish,
+            meta={
+                "budget_forced": forced,
+                "phases": [
+                    _phase(T, prompt_tokens, T, cached, "length"),
+                    _phase(A, prompt_tokens + T + injected, out2, prompt_tokens + T, finish),
+                ],
+            },
+        )
+
     @staticmethod
     def _finish(raw: tuple[int, str], max_tokens: int, prompt_tokens: int, cached: int) -> Completion:
         think_n, visible = raw
@@ -277,6 +329,11 @@ class SimEngine(BaseEngine):
             reasoning_tokens=think_n if finish == "stop" else min(think_n, completion),
             finish_reason=finish,
         )
+
+
+def _phase(cap: int, prompt: int, completion: int, cached: int, finish: str) -> dict[str, Any]:
+    return {"max_tokens": cap, "prompt_tokens": prompt, "completion_tokens": completion,
+            "cached_tokens": cached, "finish_reason": finish}  # fmt: skip
 
 
 __all__ = ["SimEngine", "count_words"]

@@ -8,19 +8,29 @@ The rules, in order:
    answer. A response with ``<think>`` but no ``</think>`` therefore has no answer, and a
    ``\\boxed{}`` inside a thinking block is never extracted. Responses that only carry the closing
    tag (chat templates that put ``<think>`` in the prompt) are handled by the same rule.
-2. **Last box.** The last ``\\boxed{...}`` or ``\\fbox{...}`` whose braces close, with proper nesting
+2. **Cut inside a box.** If the last box command never closes (the output was truncated inside
+   ``\\boxed{``), there is no answer: an earlier box is not the model's final word.
+3. **Last box.** The last ``\\boxed{...}`` or ``\\fbox{...}`` whose braces close, with proper nesting
    (``\\boxed{\\frac{1}{2}}``) and escaped braces ignored (``\\boxed{\\{1, 2\\}}``). The space form
    ``\\boxed 5`` takes the next token (without trailing punctuation). "Last" is by the position of
-   the box command, so for nested boxes (``\\boxed{x = \\boxed{5}}``) the inner one wins. Empty
-   boxes (``\\boxed{}``, e.g. a model restating the format instruction) and boxes left unclosed by
-   truncation are skipped: an earlier complete box is used.
-3. **Explicit statement.** With no usable box, the last "Final Answer: X", "The final answer is X",
+   the box command, so for nested boxes (``\\boxed{x = \\boxed{5}}``) the inner one wins. Empty or
+   blank boxes (``\\boxed{}``, ``\\boxed{\\ }``, ``\\boxed{\\quad}``, ``\\boxed{\\text{}}``:
+   e.g. a model restating the format instruction) are skipped. Several boxes on the **same line** separated only by connectives
+   (``and``, ``or``, commas, ``x =``, math delimiters) list the solutions and form one answer:
+   ``$\\boxed{2}$ and $\\boxed{3}$`` is ``2, 3``; other words between them (``but rechecking``)
+   leave the last box alone.
+4. **Explicit statement.** With no usable box, the last "Final Answer: X", "The final answer is X",
    "Answer: X" or "**Answer:** X" (case-insensitive, Markdown bold allowed) wins. X is the first
    math span on the rest of that line (``$..$``, ``\\(..\\)``, ``\\[..\\]``), else the rest of the
    line up to the end of the sentence, with Markdown emphasis and trailing punctuation removed.
-   "The answer is X" without "final" or a colon is deliberately not an anchor: it is too common in
-   the middle of reasoning.
-4. Nothing found: ``None`` (graded as ``no_answer``).
+5. **Closing commitment.** Else the **last line** of the response may commit to a value: it ends
+   with "the answer is X", "Hence/Thus/So/Therefore X" or is a bold ``**X**``, where X is a math
+   span, a number or a choice letter followed only by the end of the sentence ("The answer is 42.",
+   "So the answer is $17$.", "Hence $y = 3$.", "Thus, the minimum value is $12$.", "The answer is (D).";
+   "the answer is approximately X" gives X, graded as the approximation it is). A value in the middle of the
+   working ("we get 42 and then ...", "The answer is 42 if ...") is not an answer.
+6. Nothing found, or an answer with control characters (``\\boxed{1\\x00}``, corrupted output) or a
+   restated box command: ``None`` (graded as ``no_answer``).
 
 Every function is linear in the length of the response (at most a few passes over the braces, no
 regular expression that can backtrack badly), so a multi-megabyte response costs well under a
@@ -56,6 +66,35 @@ _MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]")
 # End of sentence: a period (or !, ?) followed by whitespace; "3.5" is not an end.
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 _STATEMENT_MAX_CHARS = 500  # how much of the line after the anchor we look at
+# A box with only spacing inside is blank: `\boxed{\ }`, `\boxed{\,}`, `\boxed{\quad}`, `\boxed{~}`.
+# An empty text wrapper is blank too: `\boxed{\text{}}`, `\boxed{\mathrm{\ }}`.
+_BLANK_SPACING = re.compile(
+    r"\\[,;:! ]|\\q?quad(?![a-zA-Z])|~|\\hspace\{[^}]*\}"
+    r"|\\(?:text|textbf|mathrm|mathbf|mbox)\s*\{(?:\s|\\[,;:! ]|\\q?quad(?![a-zA-Z])|~)*\}"
+)
+# What may separate boxes that list the solutions on one line: `$\boxed{2}$ and $x=\boxed{3}$`.
+_CONNECTIVE = re.compile(r"(?:\s|\$|\\[()]|[,;&]|\band\b|\bor\b|\\text\{\s*(?:and|or)\s*\}|[A-Za-z](?:_\{?\d+\}?)?\s*=)*")
+# Closing commitments (rule 4), only on the last line of the response.
+_CLOSING_ANCHOR = re.compile(
+    r"(?:\b(?:the|my|our)\s+(?:final\s+)?answer\s+is\b\s*:?|\b(?:hence|thus|therefore|so)\b,?)[ \t]*",
+    re.IGNORECASE,
+)
+_CLOSING_BOLD = re.compile(r"\*\*([^*]{1,80})\*\*\.?")
+# The value: one math span, a number, or a choice letter, then only the end of the sentence.
+_CLOSING_VALUE = re.compile(
+    r"(?:\$\$([^$]+)\$\$|\$([^$]+)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]"
+    r"|\*\*([^*]+)\*\*|([-+]?\d[\d,]*(?:\.\d+)?)|(\(?[A-E]\)?))[ \t]*[.!]?"
+    # a courtesy sentence may follow; nothing else may
+    r"(?:[ \t]+I hope (?:it|this) (?:is correct|helps)[.!]?)?"
+)
+# "The answer is approximately $1.414$": the value given is the approximation (graded as such).
+_APPROX_WORD = re.compile(r"^(?:approximately|about|roughly|around)[ \t]+", re.IGNORECASE)
+# After "Hence/Thus/So/Therefore": "the minimum value is", "the number of pairs equals" ("the", then
+# letters only, so the phrase never swallows a number or a math span; at most six words).
+_NAMED_VALUE = re.compile(r"the[ \t]+(?:[A-Za-z][A-Za-z'-]*[ \t]+){0,5}?(?:is|are|equals|=)[ \t]+", re.IGNORECASE)
+_BOX_WORD = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
+_LIST_LINE_MAX_CHARS = 2000
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # control characters other than \t \n \r
 
 
 def strip_thinking(response: str) -> str:
@@ -106,7 +145,8 @@ def _box_at(text: str, start: int) -> str | None:
         elif kind == "close":
             depth -= 1
             if depth == 0:
-                return text[opener.end() : m.start()].strip() or None
+                content = text[opener.end() : m.start()]
+                return None if _is_blank(content) else content.strip()
     return None
 
 
@@ -126,8 +166,9 @@ def _last_boxed_full(text: str) -> str | None:
                 continue  # a stray closing brace: ignore it rather than derail the matching
             content_start = stack.pop()
             if content_start >= 0 and content_start > best_start:
-                content = text[content_start : m.start()].strip()
-                if content:
+                content = text[content_start : m.start()]
+                if not _is_blank(content):
+                    content = content.strip()
                     best_start, best = content_start, content
         # escape pairs (`\{`, `\}`, `\\`) are content, not structure
     for m in _BOX_SPACE_FORM.finditer(text):
@@ -162,16 +203,132 @@ def _statement_value(line: str) -> str | None:
 def extract_answer(response: str) -> str | None:
     """The final answer of ``response`` as a string, or ``None`` if it gave none.
 
-    Applies the rules of the module docstring: strip thinking, then the last box, then an explicit
-    final-answer statement.
+    Applies the rules of the module docstring: strip thinking; a box left open at the end
+    (truncation) means no answer; the last box (joined with the boxes before it on the same line
+    when they list solutions); else an explicit final-answer statement; else a closing commitment.
     """
     text = strip_thinking(response)
     if not text.strip():
         return None
-    boxed = last_boxed(text)
-    if boxed is not None:
-        return boxed
-    return final_answer_statement(text)
+    if _ends_inside_a_box(text):
+        return None
+    answer = last_boxed(text)
+    if answer is not None:
+        answer = _with_boxes_on_the_same_line(text, answer)
+    else:
+        answer = final_answer_statement(text)
+        if answer is None:
+            answer = closing_statement(text)
+        if answer is not None and _BOX_WORD.search(answer):
+            return None  # "The answer is $\boxed{}$.": a blank box, restated
+    if answer is not None and _CONTROL.search(answer):
+        return None  # `\boxed{1\x00\x00}` is corrupted output, not an answer
+    return answer
+
+
+def _is_blank(content: str) -> bool:
+    r"""Empty, or only LaTeX spacing (``\ ``, ``\,``, ``\quad``, ``~``): a box left blank."""
+    return not _BLANK_SPACING.sub("", content).strip()
+
+
+def _ends_inside_a_box(text: str) -> bool:
+    """True when the last box command never closes: the output was cut inside ``\boxed{``."""
+    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if start < 0 or not _BOX_OPEN.match(text, start):
+        return False
+    depth = 0
+    for m in _BRACES.finditer(text, _BOX_OPEN.match(text, start).end() - 1):
+        kind = m.lastgroup
+        if kind == "open":
+            depth += 1
+        elif kind == "close":
+            depth -= 1
+            if depth == 0:
+                return False
+    return True
+
+
+def _with_boxes_on_the_same_line(text: str, answer: str) -> str:
+    """``$\\boxed{2}$ and $\\boxed{3}$`` on one line is one answer, ``2, 3``: the boxes are joined
+    when only connectives (``and``, ``or``, commas, ``x =``, math delimiters) separate them."""
+    end = len(text)
+    for _ in range(_FAST_TRIES):  # the box that gave `answer` (blank ones after it were skipped)
+        start = max(text.rfind("\\boxed", 0, end), text.rfind("\\fbox", 0, end))
+        if start < 0:
+            return answer
+        if _box_at(text, start) == answer:
+            break
+        end = start
+    else:
+        return answer
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", start)
+    line = text[line_start : line_end if line_end >= 0 else len(text)]
+    if len(line) > _LIST_LINE_MAX_CHARS:
+        return answer  # not a sentence listing solutions; and joining must stay linear
+    parts: list[str] = []
+    prev_end = -1
+    for m in _BOX_OPEN.finditer(line):
+        content = _box_at(line, m.start())
+        close = _box_close(line, m.start())
+        if content is None or close is None or m.start() < prev_end:
+            return answer  # a blank, unclosed or nested box: no list here
+        if prev_end >= 0 and not _CONNECTIVE.fullmatch(line[prev_end : m.start()]):
+            parts = []  # not a list: start again from this box
+        parts.append(content)
+        prev_end = close
+    if len(parts) < 2 or parts[-1] != answer:
+        return answer
+    return ", ".join(dict.fromkeys(parts))
+
+
+def _box_close(text: str, start: int) -> int | None:
+    """Index just after the closing brace of the box whose command starts at ``start``."""
+    opener = _BOX_OPEN.match(text, start)
+    if opener is None:
+        return None
+    depth = 1
+    for m in _BRACES.finditer(text, opener.end()):
+        if m.lastgroup == "open":
+            depth += 1
+        elif m.lastgroup == "close":
+            depth -= 1
+            if depth == 0:
+                return m.end()
+    return None
+
+
+def closing_statement(text: str) -> str | None:
+    """The value a response commits to at its very end without a box or "Final answer:" (rule 4):
+    the last line ends with "the answer is X.", "Hence/Thus/So/Therefore $X$." or is a bold
+    ``**X**``. X must be a value (a math span, a number, a choice letter), never a phrase."""
+    stripped = text.rstrip()
+    last_line = stripped[stripped.rfind("\n") + 1 :].strip()
+    if not last_line or len(last_line) > _STATEMENT_MAX_CHARS:
+        return None
+    bold = _CLOSING_BOLD.fullmatch(last_line)
+    if bold:
+        return _closing_value(bold.group(1))
+    for m in reversed(list(_CLOSING_ANCHOR.finditer(last_line))):
+        value = _closing_value(last_line[m.end() :])
+        if value is not None:
+            return value
+    return None
+
+
+def _closing_value(rest: str) -> str | None:
+    rest = _APPROX_WORD.sub("", rest.strip(), count=1)
+    m = _CLOSING_VALUE.fullmatch(rest)
+    if m is None:
+        # "Thus, the minimum value is $12$.": a short noun phrase, then "is", then the value.
+        named = _NAMED_VALUE.match(rest)
+        if named is None:
+            return None
+        m = _CLOSING_VALUE.fullmatch(_APPROX_WORD.sub("", rest[named.end() :], count=1))
+        if m is None:
+            return None
+    value = next(g for g in m.groups() if g is not None).strip()
+    return value or None
 
 
 def normalize_answer(ans: str | None) -> str | None:

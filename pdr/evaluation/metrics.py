@@ -118,6 +118,8 @@ def summarize(
         "total_tokens",
         "seq_output_tokens",
         "total_output_tokens",
+        "seq_tokens_nominal",  # caps x calls, the paper's way of stating budgets (pdr.executor.budgets)
+        "total_tokens_nominal",
         "cached_tokens",
         "prompt_tokens",
         "completion_tokens",

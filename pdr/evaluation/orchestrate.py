@@ -117,7 +117,7 @@ def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) ->
 
 class Grading:
     """The grading of one run, on its event loop: never raises (a grading failure grades the
-    answers it concerns wrong with the error recorded), never blocks the loop.
+    answers it concerns `error`, with the reason, never `wrong`), never blocks the loop.
 
     What the inline fast paths decide (no answer, string or number equality, a verdict already
     known: microseconds) is graded on the loop; only the rest goes to math-verify, on a grading
@@ -168,7 +168,7 @@ class Grading:
         except BaseException as exc:  # noqa: BLE001 - grading must never crash a run (design §6)
             log.warning("grading failed for problem %s: %s: %s", problem_id, type(exc).__name__, exc)
             # Counted wrong, with the reason recorded (what the grader itself does on a failure).
-            results = [Grade(False, "wrong", None, error=f"{type(exc).__name__}: {exc}"[:500])] * len(keys)
+            results = [Grade(False, "error", None, error=f"{type(exc).__name__}: {exc}"[:500])] * len(keys)
         for key, grade in zip(keys, results, strict=True):
             fut = self._checking.pop(key, None)
             if fut is not None and not fut.done():

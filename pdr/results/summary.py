@@ -24,6 +24,8 @@ ERROR_HINTS = {
     "AuthError": "the server rejected the API key; check the variable named by engine.api_key_env",
     "EngineRequestError": "the server refused the request (a 4xx or a malformed answer); see the message",
     "StallTimeout": "no call finished for the stall timeout; check the server, then resume=true",
+    "GradingError": "the grader could not decide (its worker processes could not start or failed); see grade_error, "
+    "then resume=true re-grades these rows (their engine calls come back from the journal)",
 }
 
 
@@ -78,6 +80,7 @@ def write_summary(
         "metrics": metrics,
         "run_key": plan.key,
         "simulated": engine.simulated,
+        "oracle": any(bool(r.get("oracle")) for r in rows),  # workspaces chosen with the gold answers
         "engine_info": engine_info,
         "graph": graph,
         "errors": error_summary(errors, run_dir / ERRORS),

@@ -17,6 +17,13 @@ Top-k selection (the paper leaves the rule open; `selection`):
 - judge: the model ranks the numbered drafts (prompt `select`) and its boxed list of numbers is
   used; top_k_shared makes one judge call, top_k_per_sample one per branch (a single fork of
   `branches`). An unparsable reply falls back to the agreement ranking (counted in the trace).
+- oracle_correct / oracle_incorrect (the paper's verification-ability analysis, Oracle-PDR):
+  every distill type that chooses among drafts (top-k, random-k, and global_summary, which then
+  summarises only those) sees only the drafts whose final answer the grader finds correct /
+  incorrect against the gold answer (answerless drafts count as incorrect), ranked among
+  themselves by agreement. A workspace may then hold fewer than k drafts. Fallback when no
+  draft of the wanted kind exists: all drafts, as `agreement` would choose (counted in the
+  row's notes as `oracle_fallback`). Rows of such runs carry `oracle: true`.
 
 k, the widths and kappa are checked here, at compile time, and nowhere else.
 """
@@ -41,9 +48,11 @@ from pdr.strategies.registry import (
     register_distill,
     register_op,
 )
-from pdr.strategies.state import Candidate, OpContext, State, render, trim_tokens
+from pdr.strategies.state import Candidate, OpContext, State, render, trim_tokens, warn_once
 
-SELECTION_RULES = ("agreement", "judge")
+SELECTION_RULES = ("agreement", "judge", "oracle_correct", "oracle_incorrect")
+ORACLE_RULES = ("oracle_correct", "oracle_incorrect")
+DEFAULT_K = 2  # k of a type that keeps k drafts when strategy.k is null
 # An extractive workspace gives each of its candidates workspace_tokens / (their number) tokens;
 # below this a candidate cannot hold a worked solution and its final answer.
 MIN_TOKENS_PER_CANDIDATE = 128
@@ -52,13 +61,16 @@ MIN_TOKENS_PER_CANDIDATE = 128
 @register_op("distill")
 @dataclass(frozen=True)
 class Distill(Op):
-    keys = ("type", "k", "selection", "workspace_tokens", "include_thinking")
+    keys = ("type", "k", "selection", "workspace_tokens", "include_thinking", "distill_input_tokens")
 
     type: str
     k: int | None = None
     selection: str = "agreement"
     workspace_tokens: int = 4096
     include_thinking: bool = False
+    # The bound on what a summarizer / judge call reads: every draft's text is cut to an equal
+    # share of it (None: drafts in full, as long as the generation cap allows).
+    distill_input_tokens: int | None = None
     # Workspaces to build: the width of the next generate for a per-branch type (set at compile
     # time by `check`), 1 for a shared one.
     branches: int = 1
@@ -77,10 +89,14 @@ class Distill(Op):
             renamed=RENAMED_DISTILL_TYPES,
         )
         k = None
-        if spec.needs_k:  # other types keep no k drafts: a `k:` given to them is ignored
-            if step.get("k") is None:
-                raise ConfigError(f"{cc.where}: distill type {spec.name} needs k (e.g. k: ${{strategy.k}})")
-            k = cc.int(step, "k", minimum=1)
+        if spec.needs_k:
+            # null (strategy.k's default) means DEFAULT_K for the types that keep k drafts.
+            k = DEFAULT_K if step.get("k") is None else cc.int(step, "k", minimum=1)
+        elif step.get("k") is not None:  # a setting that does nothing: said once per process
+            warn_once(
+                f"{cc.key('k', step.get('k'))}={step.get('k')} does nothing with distill type {spec.name} "
+                "(it keeps no k drafts); drop it"
+            )
         selection = step.get("selection", cc.default("selection", "agreement"))
         cc.choice("selection", selection, SELECTION_RULES, "selection rule")
         ws = cc.int(
@@ -88,12 +104,16 @@ class Distill(Op):
             "workspace_tokens",
             minimum=1,
         )
+        dit = step.get("distill_input_tokens", cc.default("distill_input_tokens", None))
+        if dit is not None:
+            dit = cc.int({"distill_input_tokens": dit}, "distill_input_tokens", minimum=MIN_TOKENS_PER_CANDIDATE)
         return cls(
             type=spec.name,
             k=k,
             selection=selection,
             workspace_tokens=ws,
             include_thinking=bool(step.get("include_thinking", cc.default("include_thinking", False))),
+            distill_input_tokens=dit,
         )
 
     def check(self, cc: CompileContext) -> Distill:
@@ -136,8 +156,15 @@ class Distill(Op):
             )
         return replace(self, branches=cc.next_width if self.spec.per_branch else 1)
 
+    @property
+    def oracle(self) -> bool:
+        """Whether the workspace is chosen with the gold answers (an oracle selection rule on a
+        type that chooses among drafts)."""
+        return self.selection in ORACLE_RULES and self.type != "previous_solution"
+
     def describe(self) -> str:
-        return f"distill({self.type}{'' if self.k is None else f', k={self.k}'})"
+        extra = f", {self.selection}" if self.oracle else ""
+        return f"distill({self.type}{'' if self.k is None else f', k={self.k}'}{extra})"
 
     async def run(self, step: int, state: State, ctx: OpContext) -> None:
         workspaces = await self.spec.build(self, list(state.candidates), ctx, step)
@@ -158,8 +185,9 @@ class Distill(Op):
 
 @register_distill("global_summary", needs_k=False, per_branch=False, extractive=False)
 async def global_summary(op: Distill, drafts: list[Candidate], ctx: OpContext, step: int) -> list[str]:
-    cands = render_candidates(drafts, op.include_thinking, ctx, per_candidate=None)
-    user = render(ctx.prompts.summary, problem=ctx.problem, candidates=cands)
+    drafts = await oracle_pool(op, drafts, ctx)
+    cands = render_candidates(drafts, op.include_thinking, ctx, per_candidate=input_share(op, drafts))
+    user = render(ctx.prompts.summary, problem=ctx.problem, candidates=cands, kappa=op.workspace_tokens)
     (c,) = await ctx.call(step, "summary", ctx.messages(user))
     summary = c.text if c.text.strip() else "(the summarizer produced no summary)"
     return [trim_tokens(summary, op.workspace_tokens, ctx.count_tokens)]
@@ -167,6 +195,7 @@ async def global_summary(op: Distill, drafts: list[Candidate], ctx: OpContext, s
 
 @register_distill("top_k_shared", needs_k=True, per_branch=False)
 async def top_k_shared(op: Distill, drafts: list[Candidate], ctx: OpContext, step: int) -> list[str]:
+    drafts = await oracle_pool(op, drafts, ctx)
     if op.selection == "judge":
         (chosen,) = await judge(step, op, drafts, ctx, n_branches=1)
     else:
@@ -176,6 +205,7 @@ async def top_k_shared(op: Distill, drafts: list[Candidate], ctx: OpContext, ste
 
 @register_distill("top_k_per_sample", needs_k=True, per_branch=True)
 async def top_k_per_sample(op: Distill, drafts: list[Candidate], ctx: OpContext, step: int) -> list[str]:
+    drafts = await oracle_pool(op, drafts, ctx)
     if op.selection == "judge":
         chosen = await judge(step, op, drafts, ctx, n_branches=op.branches)
     else:  # score-weighted draws without replacement, per branch
@@ -194,6 +224,7 @@ async def top_k_per_sample(op: Distill, drafts: list[Candidate], ctx: OpContext,
 
 @register_distill("random_k", needs_k=True, per_branch=True)
 async def random_k(op: Distill, drafts: list[Candidate], ctx: OpContext, step: int) -> list[str]:
+    drafts = await oracle_pool(op, drafts, ctx)
     rng = ctx.rng(step, "select")
     return [extractive(rng.sample(drafts, _k(op, drafts)), op, ctx) for _ in range(op.branches)]
 
@@ -204,6 +235,30 @@ async def previous_solution(op: Distill, drafts: list[Candidate], ctx: OpContext
 
 
 # ---- helpers -------------------------------------------------------------------------------------
+
+
+async def oracle_pool(op: Distill, drafts: list[Candidate], ctx: OpContext) -> list[Candidate]:
+    """The drafts a distill chooses from: all of them, or with an oracle selection rule those the
+    grader finds correct (oracle_correct) / incorrect (oracle_incorrect) against the gold answer;
+    all of them again when none is of the wanted kind (notes["oracle_fallback"])."""
+    if op.selection not in ORACLE_RULES:
+        return drafts
+    if ctx.gold_correct is None:
+        raise RuntimeError(f"selection {op.selection} needs the gold answers (OpContext.gold_correct)")
+    flags = await ctx.gold_correct([d.answer for d in drafts])
+    want = op.selection == "oracle_correct"
+    pool = [d for d, ok in zip(drafts, flags, strict=True) if ok == want]
+    if not pool:
+        ctx.notes["oracle_fallback"] += 1
+        return drafts
+    return pool
+
+
+def input_share(op: Distill, drafts: Sequence[Candidate]) -> int | None:
+    """Each draft's share of `distill_input_tokens` in a summarizer / judge prompt (None: unbounded)."""
+    if op.distill_input_tokens is None:
+        return None
+    return max(1, op.distill_input_tokens // max(1, len(drafts)))
 
 
 def _k(op: Distill, drafts: Sequence[Candidate]) -> int:
@@ -217,7 +272,7 @@ async def judge(
     fork of n_branches judge calls (prompt `select`), filled up from the agreement ranking."""
     k = _k(op, drafts)
     ranked = rank_by_agreement(drafts)
-    cands = render_candidates(drafts, op.include_thinking, ctx, per_candidate=None)
+    cands = render_candidates(drafts, op.include_thinking, ctx, per_candidate=input_share(op, drafts))
     user = render(ctx.prompts.select, problem=ctx.problem, candidates=cands, k=k)
     replies = await ctx.call(step, "select", ctx.messages(user), n_branches)
     out = []

@@ -43,6 +43,12 @@ class Graph:
         """The generate ops, in order (their `round` is their 1-based position here)."""
         return [op for op in self.ops if isinstance(op, Generate)]
 
+    @property
+    def oracle(self) -> bool:
+        """Whether some step uses the gold answers (an oracle selection rule): such a run measures
+        verification ability, not a strategy a user could deploy, and is tagged `oracle`."""
+        return any(getattr(op, "oracle", False) for op in self.ops)
+
     def describe(self) -> str:
         """One line, e.g. 'generate(4) -> distill(global_summary) -> generate(2) -> ... -> generate(1)'."""
         return " -> ".join(op.describe() for op in self.ops)

@@ -7,6 +7,7 @@ usage; the ops are plain logic over the drafts and the workspace, free of HTTP a
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from collections import Counter
@@ -21,7 +22,16 @@ if TYPE_CHECKING:
 
 # The templates of `prompts` (pdr.config.schema.PromptsConfig) a step may name with `prompt:`.
 PROMPT_NAMES = ("draft", "refine", "sr_refine", "summary", "select", "critique")
-PLACEHOLDER = re.compile(r"\{(problem|workspace|candidates|solution|critique|k|index)\}")
+PLACEHOLDER = re.compile(r"\{(problem|workspace|candidates|solution|critique|k|kappa|index)\}")
+_warned: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Log `message` as a warning the first time it is seen in this process (a sweep compiles the
+    same graph for every job; one warning is enough)."""
+    if message not in _warned:
+        _warned.add(message)
+        logging.getLogger("pdr.strategies").warning(message)
 
 
 def render(template: str, **values: Any) -> str:
@@ -91,6 +101,9 @@ class OpContext:
     rng: Callable[[int, str], random.Random]  # (step, purpose) -> a seeded RNG
     count_tokens: Callable[[str], int]
     extract: Callable[[str], str | None]
+    # Final answers -> whether each is correct against the gold answer (same order). Only the
+    # oracle selection rules read it (never a strategy's own decisions otherwise).
+    gold_correct: Callable[[list[str | None]], Awaitable[list[bool]]] | None = None
     notes: Counter[str] = field(default_factory=Counter)  # counts of noteworthy events, for the trace
 
     def messages(self, user: str) -> list[Message]:

@@ -261,6 +261,7 @@ def test_a_locked_database_does_not_block_the_event_loop(tmp_path):
     locker.execute("BEGIN IMMEDIATE")  # holds the write lock
     eng = CachedEngine(CountingEngine(), path)
     ticks: list[float] = []
+    released: list[float] = []
 
     async def main() -> list[Completion]:
         async def ticker() -> None:
@@ -270,6 +271,7 @@ def test_a_locked_database_does_not_block_the_event_loop(tmp_path):
 
         async def release_later() -> None:
             await asyncio.sleep(0.4)
+            released.append(time.monotonic())
             locker.execute("COMMIT")
 
         t = asyncio.create_task(ticker())
@@ -285,8 +287,9 @@ def test_a_locked_database_does_not_block_the_event_loop(tmp_path):
     locker.close()
     assert [c.text for c in out] == ["out-1", "out-2"]
     assert time.monotonic() - started >= 0.4  # the write waited for the lock ...
-    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
-    assert max(gaps) < 0.2  # ... while the loop kept running
+    # ... while the loop kept running: other coroutines ticked during the wait. (Counted, not timed:
+    # a blocked loop would tick at most once before the release, whatever the machine's speed.)
+    assert sum(t < released[0] for t in ticks) >= 3
     assert count_entries(path) == 1
 
 
@@ -431,7 +434,7 @@ def test_journal_writes_are_group_committed_and_not_awaited(tmp_path, monkeypatc
         batches.append(len(entries))
         if len(batches) == 1:
             entered.set()
-            gate.wait(10)
+            gate.wait(120)
         return real(self, entries)
 
     monkeypatch.setattr(CallStore, "put_many", put_many)
@@ -441,10 +444,11 @@ def test_journal_writes_are_group_committed_and_not_awaited(tmp_path, monkeypatc
     async def main() -> None:
         await eng.generate(req(seed=0, n=1))
         assert await asyncio.to_thread(entered.wait, 10)  # the worker is stuck in its first write
-        started = time.monotonic()
         for s in range(1, 51):
             await eng.generate(req(seed=s, n=1))
-        assert time.monotonic() - started < 2  # none of them waited for the write
+        # None of them waited for the write: all 50 returned while the worker is still stuck in its
+        # first write (the gate is open only below; waiting calls would hang here until it opened).
+        assert batches == [1] and not gate.is_set()
         mark = eng.journal_mark()
         assert not eng.wait_journal(mark, timeout=0.05)
         assert count_entries(journal) == 0

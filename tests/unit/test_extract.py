@@ -33,8 +33,16 @@ CASES: list[tuple[str, str | None]] = [
     (r"\boxed{}", None),
     (r"\boxed{   }", None),
     (r"\boxed{2} and the format is \boxed{}", "2"),
-    (r"\boxed{3} and truncated \boxed{\frac{1}{", "3"),
-    (r"\boxed{1}\boxed{}\boxed{}\boxed{}\boxed{\frac{", "1"),  # more failures than the fast tries
+    # cut inside a box (truncation): no answer, not an earlier box (issue 13 policy)
+    (r"\boxed{3} and truncated \boxed{\frac{1}{", None),
+    (r"\boxed{1}\boxed{}\boxed{}\boxed{}\boxed{\frac{", None),
+    (r"\boxed{1}\boxed{}\boxed{\ }\boxed{\quad}\boxed{~}", "1"),  # more blank boxes than the fast tries
+    (r"\boxed{\,}", None),
+    # boxes listing the solutions on one line are one answer; other text between boxes is not a list
+    (r"The solutions are $\boxed{2}$ and $\boxed{3}$.", "2, 3"),
+    (r"so $x=\boxed{-1}$, $x=\boxed{4}$", "-1, 4"),
+    (r"first $\boxed{3}$, but rechecking, $\boxed{5}$.", "5"),
+    ("$\\boxed{2}$ and\n$\\boxed{3}$", "3"),
     (r"\boxed{x = \boxed{5}}", "5"),
     (r"\boxedfoo \boxed{3}", "3"),
     # thinking
@@ -60,7 +68,25 @@ CASES: list[tuple[str, str | None]] = [
     # a box beats a later statement
     ("\\boxed{5}\nFinal Answer: 6", "5"),
     # nothing
-    ("The answer is 73", None),  # no "final" and no colon: not an anchor
+    # a closing commitment on the last line counts; a value in the working does not
+    ("The answer is 73", "73"),
+    ("We add them.\n\nThe answer is 42.", "42"),
+    ("So the answer is $17$.", "17"),
+    ("Substituting back, y is three. Hence $y = 3$.", "y = 3"),
+    ("Adding up the cases.\n\n**58**", "58"),
+    ("After checking each option, the answer is (D).", "(D)"),
+    ("Thus, the minimum value is $12$.", "12"),  # held-out case: "the <noun phrase> is X"
+    ("Thus the number of pairs equals 17.", "17"),
+    ("The answer is approximately $1.414$.", "1.414"),  # graded as the approximation it is
+    ("Hence the value is $5$ when $n$ is odd.", None),
+    ("So this is A.", None),
+    ("The answer is $\\boxed{\\text{}}$.", None),  # an empty text wrapper is a blank box
+    ("The answer is 73 if we ignore the constraint, but", None),
+    ("The answer is probably 42 but I am not sure.", None),
+    ("So $x = 42$ and then we subtract", None),
+    ("The answer is 42.\nNow let us double-check the second case", None),
+    ("**Step 1.** Note that 12 divides 36.", None),
+    ("\\boxed{1\x00\x00}", None),  # control characters: corrupted output
     ("nothing here", None),
     ("", None),
 ]
@@ -93,6 +119,9 @@ def test_last_boxed_prefers_the_last_usable_box() -> None:
         "final answer" + " " * 1_000_000 + "x",
         "Answer:\n" * 200_000,
         "<think>" * 200_000,
+        r"\boxed{" * 100_000 + "1" + "}" * 100_000,
+        r"$\boxed{1}$ and " * 100_000,
+        "The answer is " * 100_000 + "42.",
     ],
     ids=[
         "2MB-prose",
@@ -102,9 +131,14 @@ def test_last_boxed_prefers_the_last_usable_box() -> None:
         "spaces",
         "many-anchors",
         "think-tags",
+        "nested-boxes",
+        "boxes-on-one-line",
+        "closing-anchors",
     ],
 )
 def test_extraction_is_linear_on_huge_inputs(response: str) -> None:
     start = time.perf_counter()
     extract_answer(response)
-    assert time.perf_counter() - start < 2.0
+    # Linear takes well under a second on these 0.3-2 MB inputs; a quadratic scan takes hours. The
+    # bound is generous so that a loaded or 3x slower machine passes (2.0 s once failed under load).
+    assert time.perf_counter() - start < 60.0

@@ -69,7 +69,7 @@ def test_inline_answers_never_reach_a_thread_and_identical_checks_are_shared(mon
     assert first["x = 42"] == second["x = 42"] and first["x = 42"].method == "math_verify"
 
 
-def test_a_grading_failure_grades_only_its_answers_wrong(monkeypatch):
+def test_a_grading_failure_marks_only_its_answers_error_never_wrong(monkeypatch):
     def grade_many(pairs, **kw):  # noqa: ANN001
         raise RuntimeError("grader exploded")
 
@@ -86,7 +86,23 @@ def test_a_grading_failure_grades_only_its_answers_wrong(monkeypatch):
     assert grades["42"].correct
     failed = grades["x = 42"]
     assert isinstance(failed, Grade) and "grader exploded" in failed.error
-    assert failed.correct is False and failed.status == "wrong"
+    assert failed.correct is False and failed.status == "error"
+
+
+def test_a_final_answer_the_grader_could_not_decide_is_an_error_row():
+    """Silently wrong accuracy is the failure to prevent: an undecided grade is an error row
+    (re-graded by resume), never counted wrong."""
+    from pdr.data import Problem
+    from pdr.engines.base import Completion
+    from pdr.executor import Outcome, outcome_row
+    from pdr.strategies.state import Candidate, State
+
+    final = Candidate(Completion(text="\\boxed{x = 42}", completion_tokens=5), "x = 42")
+    outcome = Outcome("p1", 0, State(candidates=[final], final=final), [], 0.1)
+    bad = Grade(False, "error", "x = 42", error="worker_unavailable: cannot start")
+    row = outcome_row(outcome, Problem("p1", "What?", "42", "test"), {"x = 42": bad}, bad, "slowest")
+    assert row["status"] == "error" and row["correct"] is False
+    assert row["error_type"] == "GradingError" and "worker_unavailable" in row["error"]
 
 
 def test_grading_workers_are_warmed_up_only_for_non_integer_gold_answers():
