@@ -3,7 +3,7 @@ sdist, the wheel; the wheel goes into a fresh virtual environment (no system sit
 own cache helps where the index lets it cache); the quickstart and the README's user-config example run from a
 temporary directory outside the checkout; `pip check` passes.
 
-    python -m pytest -m package --durations=5     # 9-12 min here, 6-8 of them the pip install
+    python -m pytest -m package --durations=5     # 4-12 min here (by load), 3-8 of them the pip install
 
 It needs the package index (or pip's cache) for the build backend and pdr's dependencies.
 """
