@@ -44,7 +44,6 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 _FORCED = ["engine=sim", "tracking=off", "progress=false", "cache.mode=off"]
 
 
@@ -88,14 +87,11 @@ def _split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _compose(overrides: list[str], with_hydra: bool = False) -> Any:
-    """conf/config.yaml composed with `overrides` through Hydra's compose API (schemas registered)."""
-    from hydra import compose, initialize_config_dir
+    """The primary config composed with `overrides` as `python -m pdr.run` does (the shipped configs,
+    the user's config folders in front: pdr/config/search_path.py)."""
+    from pdr.config.search_path import compose
 
-    from pdr.config.schema import register_configs
-
-    register_configs()  # idempotent; without it the YAML's `*_schema` defaults do not resolve
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=overrides, return_hydra_config=with_hydra)
+    return compose(overrides, return_hydra_config=with_hydra)
 
 
 def grid(overrides: list[str]) -> list[list[str]]:
@@ -292,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated experiment presets to estimate together (each with its own sweep), "
                         "e.g. paper_long_cot,paper_sr,paper_pdr,paper_pdr_distill; totals are deduplicated")
     p.add_argument("--csv", type=Path, default=None, help="also write the per-job numbers to this CSV")
+    p.add_argument("--config-dir", "-cd", default=None,
+                   help="a folder of your own configs, searched before the shipped ones (as for python -m pdr.run)")
     args, rest = p.parse_known_args(argv)
     rest = [a for a in rest if a not in ("-m", "--multirun")]
     unknown = [a for a in rest if a.startswith("-")]
@@ -300,7 +298,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.problems < 1 or args.samples < 1:
         p.error("--problems and --samples must be >= 1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from pdr.config import search_path
     from pdr.errors import PdrError
+
+    try:
+        search_path.use_command_line(
+            ([f"--config-dir={args.config_dir}"] if args.config_dir else []) + rest)
+        search_path.user_entries()
+    except PdrError as exc:
+        print(f"pdr.dryrun: {exc}", file=sys.stderr)
+        return 2
 
     overrides, dropped = _split_argv(rest)
     started = time.perf_counter()

@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from hydra.utils import get_original_cwd
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from pdr.config import search_path
 from pdr.config.schema import register_configs
 from pdr.config.secrets import install_log_masking, is_secret_key, mask_secrets, secret_overrides
 from pdr.errors import ConfigError, PdrError, did_you_mean
@@ -35,10 +36,10 @@ if TYPE_CHECKING:
     from pdr.config.schema import Config
     from pdr.runner import RunResult
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("pdr")
 
 register_configs()
+search_path.register()  # the user's config folders in front of the shipped pkg://pdr.conf
 
 
 def _check_group_choices(argv: list[str]) -> None:
@@ -50,10 +51,9 @@ def _check_group_choices(argv: list[str]) -> None:
         key = key.lstrip("+~")
         if "." in key or "/" in key or not value or "," in value or "(" in value:
             continue
-        group_dir = CONF_DIR / key
-        if not group_dir.is_dir():
+        options = search_path.group_options(key)
+        if options is None:
             continue
-        options = sorted(p.stem for p in group_dir.glob("*.yaml"))
         if value not in options:
             raise ConfigError(
                 f"{key}={value}: no such option{did_you_mean(value, options)}; available: {', '.join(options)}"
@@ -252,7 +252,7 @@ def _mask_hydra_files(hydra_dir: Path, sweep_dir: Path | None) -> None:
             os.replace(tmp, path)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=search_path.PRIMARY, config_name="config")
 def _main(dcfg: DictConfig) -> float | None:
     hydra_dir_early = _hydra_dir()
     if hydra_dir_early is not None:  # before anything else can fail and leave them as written
@@ -334,9 +334,13 @@ def main() -> None:
     install_log_masking()  # URL credentials masked in every log record (Hydra's run.log included)
     _refuse_secret_overrides(sys.argv[1:])
     try:
+        search_path.use_command_line(sys.argv[1:])
+        search_path.user_entries()  # PDR_CONFIG_PATH: a missing folder fails here, with its name
+        search_path.shipped()
         _check_group_choices(sys.argv[1:])
-    except ConfigError as exc:
-        print(f"pdr: config error: {mask_secrets(str(exc))}", file=sys.stderr)
+    except PdrError as exc:
+        kind = "config error" if isinstance(exc, ConfigError) else "error"
+        print(f"pdr: {kind}: {mask_secrets(str(exc))}", file=sys.stderr)
         sys.exit(2)
     _main()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-CONF = REPO / "conf"
+CONF = REPO / "conf"  # the checkout's configs, for listing them; runs compose the installed ones
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -22,16 +22,12 @@ if "PDR_CACHE_DIR" not in os.environ:
     os.environ["PDR_CACHE_DIR"] = tempfile.mkdtemp(prefix="pdr-test-cache-")
 
 
-def compose(overrides: list[str] | None = None):
-    """The DictConfig that `python -m pdr.run OVERRIDES` would see (without the hydra node)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+def compose(overrides: list[str] | None = None, return_hydra_config: bool = False):
+    """The DictConfig that `python -m pdr.run OVERRIDES` would see (without the hydra node unless
+    asked): the installed configs (pkg://pdr.conf), as the CLI composes them."""
+    from pdr.config.search_path import compose as pdr_compose
 
-    from pdr.config.schema import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return hydra_compose("config", overrides=list(overrides or []))
+    return pdr_compose(overrides, return_hydra_config=return_hydra_config)
 
 
 def compose_object(overrides: list[str] | None = None):

@@ -186,13 +186,9 @@ def test_sweep_callback_in_process_parent_children_summary_and_report(tmp_path, 
 
 
 def _compose(overrides: list[str], hydra: bool = False):
-    from hydra import compose, initialize_config_dir
+    from tests.conftest import compose
 
-    from pdr.config.schema import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=overrides, return_hydra_config=hydra)
+    return compose(overrides, return_hydra_config=hydra)
 
 
 def test_slurm_and_local_parallel_launchers_compose():
