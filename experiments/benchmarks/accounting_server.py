@@ -264,8 +264,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--no-nodelay", action="store_true", help="leave TCP_NODELAY off, as the fake does (~40 ms per reply)"
     )
+    # PDR [8,4] with a global summary at the 4096 cap plans up to ~37.6K tokens for the summary call
+    # (it reads all 8 drafts), past the fake model's native 32,768: serve it as if launched with
+    # --context-length 131072 (YaRN), so that pdr's context planning lets the benchmarks run.
+    ap.add_argument("--context-length", type=int, default=131072)
     args = ap.parse_args(argv)
     srv = AccountingFakeServer(
+        context_length=args.context_length,
         host=args.host,
         port=args.port,
         latency_base_ms=args.latency_base_ms,

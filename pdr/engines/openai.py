@@ -28,7 +28,8 @@ from pdr.config.engines import OpenAIEngineConfig
 from pdr.engines import thinking
 from pdr.engines.base import Completion, GenRequest
 from pdr.engines.chat_api import chat_body, parse_chat_response
-from pdr.engines.http import UNREACHABLE_S, HttpEngine, ServerUnreachable, read_api_key
+from pdr.engines.http import UNREACHABLE_S, ServerUnreachable, read_api_key
+from pdr.engines.http_engine import HttpEngine
 from pdr.engines.registry import register_engine
 from pdr.engines.retry import poll_until
 from pdr.errors import ConfigError, EngineRequestError, EngineUnavailable

@@ -35,7 +35,8 @@ from pdr.engines import thinking
 from pdr.engines.base import Completion, GenRequest, Message, finish_reason, split_thinking
 from pdr.engines.chat_api import chat_body, parse_chat_response
 from pdr.engines.chat_templates import ChatTemplate, resolve_template
-from pdr.engines.http import UNREACHABLE_S, HttpEngine, read_api_key, wait_ready
+from pdr.engines.http import UNREACHABLE_S, read_api_key
+from pdr.engines.http_engine import HttpEngine, wait_ready
 from pdr.engines.launch import ManagedServer
 from pdr.engines.registry import register_engine
 from pdr.errors import ConfigError, EngineRequestError

@@ -78,7 +78,24 @@ def cases(tmp_path_factory):
                 {"PDR_TEST_KEY": WRONG_KEY},
             ),
             "unset_key": ([*sglang, f"engine.url={keyed.url}", "engine.api_key_env=PDR_UNSET_KEY_VAR"], {}),
+            # A declared context longer than the server's: planning passes, the server refuses the
+            # over-long prompt, and that one problem-sample is an error row.
             "long_prompt": (
+                [
+                    *sglang,
+                    f"engine.url={small.url}",
+                    "engine.context_length=100000",
+                    "dataset=local",
+                    f"dataset.path={long_prompt}",
+                    "sampling.max_tokens=60",
+                    "samples=1",
+                    "engine.max_error_rate=0",
+                    "tracking.enabled=false",
+                ],
+                {},
+            ),
+            # The server's own context length: context planning refuses before the first request.
+            "long_prompt_planned": (
                 [
                     *sglang,
                     f"engine.url={small.url}",
@@ -86,7 +103,6 @@ def cases(tmp_path_factory):
                     f"dataset.path={long_prompt}",
                     "sampling.max_tokens=60",
                     "samples=1",
-                    "engine.max_error_rate=0",
                     "tracking.enabled=false",
                 ],
                 {},
@@ -176,6 +192,11 @@ def test_wrong_api_key_fails_at_start_and_never_prints_the_key(cases):
 
 def test_unset_api_key_variable_is_named(cases):
     _check(cases, "unset_key", "PDR_UNSET_KEY_VAR", "not set")
+
+
+def test_a_graph_that_cannot_fit_the_servers_context_fails_before_any_request(cases):
+    err, cwd = _check(cases, "long_prompt_planned", "context planning", "context_length=300", "fix:")
+    assert not list(cwd.glob("outputs/*/*/results.jsonl"))  # nothing ran
 
 
 def test_over_long_prompt_is_a_clear_per_problem_error_and_finished_rows_are_kept(cases):
