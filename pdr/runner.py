@@ -119,7 +119,7 @@ def run(
             tracker.log_metrics(summary["metrics"])
             tracker.set_tags({f"engine_info.{k}": str(v)[:500] for k, v in engine_info.items()})
             tracker.set_tags({"attempts": str(plan.attempt)})
-            tracker.log_artifacts([run_dir / n for n in ARTIFACTS])
+            tracker.log_run_files(run_dir, ARTIFACTS)  # traces.jsonl stored once (see there)
         return summary, rows
 
     try:

@@ -142,6 +142,32 @@ class MlflowRun:
             elif p.exists():
                 self.client.log_artifact(self.run_id, str(p), artifact_path=artifact_path)
 
+    def log_run_files(self, run_dir: Path, names: Iterable[str], traces_name: str = "traces.jsonl") -> None:
+        """The run directory's files as artifacts, with the traces stored once: when the artifact
+        store is this machine's filesystem (the default SQLite setup) traces.jsonl stays in the run
+        directory only (tag `pdr.traces_file` says where); a remote artifact store gets one
+        gzip-compressed copy, `traces.jsonl.gz` (about 5x smaller), since the run directory may not
+        be reachable from where the runs are reviewed."""
+        names = list(names)
+        traces = run_dir / traces_name
+        self.log_artifacts([run_dir / n for n in names if n != traces_name])
+        if traces_name not in names or not traces.exists():
+            return
+        root = self.client.get_run(self.run_id).info.artifact_uri or ""
+        if root.startswith(("file:", "/")) or "://" not in root:
+            self.set_tags({"pdr.traces_file": str(traces.resolve())})
+            return
+        import gzip
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="pdr-traces-") as tmp:
+            gz = Path(tmp) / (traces_name + ".gz")
+            with traces.open("rb") as src, gzip.open(gz, "wb", compresslevel=6) as dst:
+                shutil.copyfileobj(src, dst)
+            self.client.log_artifact(self.run_id, str(gz))
+        self.set_tags({"pdr.traces_file": f"artifact:{traces_name}.gz"})
+
     def log_traces(self, run_dir: Path, mode: str) -> int:
         """The run's problem-samples as MLflow traces (`pdr.tracking.traces`); returns how many."""
         from pdr.tracking.traces import log_run_traces

@@ -129,3 +129,35 @@ def test_progress_counts_calls_and_logs_from_its_thread():
 def test_run_dir_is_not_polluted(two_runs):
     _, (res, _) = two_runs
     assert Path(res.run_dir, "results.jsonl").exists()
+
+
+def test_a_remote_artifact_store_gets_one_compressed_copy_of_the_traces(tmp_path):
+    """Traces are stored once: with a remote artifact store, only traces.jsonl.gz is uploaded."""
+    import gzip
+    from types import SimpleNamespace
+
+    from pdr.tracking.mlflow_run import MlflowRun
+
+    uploaded: dict[str, bytes] = {}
+    tags: dict[str, str] = {}
+
+    class FakeClient:
+        def get_run(self, run_id):
+            return SimpleNamespace(info=SimpleNamespace(artifact_uri="s3://bucket/1/abc/artifacts"))
+
+        def log_artifact(self, run_id, path, artifact_path=None):
+            uploaded[Path(path).name] = Path(path).read_bytes()
+
+        def set_tag(self, run_id, k, v):
+            tags[k] = v
+
+    tracker = MlflowRun.__new__(MlflowRun)
+    tracker.client, tracker.run_id = FakeClient(), "abc"
+    lines = "".join(f'{{"problem_id": "p{i}", "text": "{"word " * 200}"}}\n' for i in range(50))
+    (tmp_path / "traces.jsonl").write_text(lines)
+    (tmp_path / "results.jsonl").write_text("{}\n")
+    tracker.log_run_files(tmp_path, ["results.jsonl", "traces.jsonl"])
+    assert set(uploaded) == {"results.jsonl", "traces.jsonl.gz"}
+    assert gzip.decompress(uploaded["traces.jsonl.gz"]).decode() == lines
+    assert len(uploaded["traces.jsonl.gz"]) < len(lines) / 5
+    assert tags["pdr.traces_file"] == "artifact:traces.jsonl.gz"
