@@ -210,7 +210,7 @@ def render_entry(trace: Mapping[str, Any], row: Mapping[str, Any] | None, max_ch
     return "\n".join(parts)
 
 
-def write_trace_html(run_dir: Path, max_chars: int = 4000, max_bytes: int = 4_000_000) -> Path | None:
+def write_trace_html(run_dir: Path, max_chars: int = 4000, max_bytes: int = 1_000_000) -> Path | None:
     """Write `<run_dir>/trace_view.html` (module docstring) and return its path; None if the run
     has no traces. Never raises on malformed rows: they are skipped with a warning."""
     run_dir = Path(run_dir)

@@ -163,3 +163,50 @@ class RunProgress:
         if self._bar is not None:
             self._draw()
             self._bar.close()
+
+
+class BackgroundStart:
+    """`start()` (the MLflow run's creation: `import mlflow` and the store's start, 1.5-4 s) on a
+    daemon thread ("pdr-tracking-start"), so that it overlaps the run's first calls instead of
+    preceding them. `on_ready(tracker)` is called on that thread once it exists (the runner records
+    the MLflow run id in run.json there). A failure is kept and raised by `result()`; the run's
+    results never depend on it."""
+
+    def __init__(self, start: Callable[[], Any], on_ready: Callable[[Any], None] | None = None) -> None:
+        self._start, self._on_ready = start, on_ready
+        self._tracker: Any = None
+        self._error: BaseException | None = None
+        self._early: list[tuple[dict[str, float], int]] = []  # live points from before the run existed
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._work, name="pdr-tracking-start", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            tracker = self._start()
+            if tracker is not None and self._on_ready is not None:
+                self._on_ready(tracker)
+            with self._lock:
+                self._tracker = tracker
+                early, self._early = self._early, []
+            for metrics, step in early:
+                tracker.log_metrics(metrics, step)
+        except BaseException as exc:  # noqa: BLE001 - raised on the caller's thread by result()
+            self._error = exc
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """The tracker's `log_metrics`; points logged before it exists are logged once it does."""
+        with self._lock:
+            tracker = self._tracker
+            if tracker is None:
+                if self._error is None:
+                    self._early.append((metrics, step))
+                return
+        tracker.log_metrics(metrics, step)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The tracker (None: tracking off, or not ready within `timeout`); raises its start's error."""
+        self._thread.join(timeout)
+        if self._error is not None:
+            raise self._error
+        return self._tracker

@@ -13,7 +13,7 @@ from pdr.tracking.traces import check_mode, select
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     """Two identical sim runs into one store; each takes a few seconds (engine.latency_base_ms)."""
-    from conftest import compose_object
+    from tests.conftest import compose_object
 
     from pdr.runner import run
 
@@ -80,7 +80,7 @@ def test_dataset_input_and_a_run_name_that_says_what_ran(two_runs):
     assert r2.info.run_name == "pdr-4x2-gsum-tiny-2"  # unique within the experiment
     (inp,) = r1.inputs.dataset_inputs
     assert inp.dataset.name == "tiny"
-    from conftest import compose_object
+    from tests.conftest import compose_object
 
     fp = dataset_fingerprint(compose_object(["+experiment=quickstart"]).dataset)
     assert fp.split(":", 1)[1].startswith(inp.dataset.digest)

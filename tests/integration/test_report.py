@@ -169,3 +169,16 @@ def test_auto_grouping_colours_by_the_sweep_axes_labels_with_them_and_merges_rep
     assert paths["seq_png"].read_bytes().startswith(PNG_MAGIC)
     md = paths["md"].read_text()
     assert "| n | dataset | group | label | runs |" in md and "distill=top_k_per_sample" in md
+
+
+@pytest.mark.slow
+def test_a_command_line_sweep_records_its_axes_and_names_its_runs(sweep):
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    _, uri, parent = sweep
+    c = MlflowClient(tracking_uri=uri)
+    assert json.loads(c.get_run(parent).data.tags["sweep_params"]) == {"strategy.widths": "[2],[4,2]"}
+    children = c.search_runs([c.get_run(parent).info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+    assert sorted(r.info.run_name for r in children) == ["pdr-2-gsum-tiny", "pdr-4x2-gsum-tiny"]
