@@ -144,7 +144,7 @@ def run(
             writer = ResultsWriter(run_dir)
             executing = True
             started = time.perf_counter()
-            engine_info = loop.run(_execute(cfg, engine, graph, plan, writer, pending.log_metrics))
+            engine_info = loop.run(_execute(cfg, engine, graph, plan, writer, pending))
             tracker = _tracker_or_none(pending)
         status = "FINISHED"
     except KeyboardInterrupt:
@@ -195,7 +195,7 @@ def run(
 
 async def _execute(
     cfg: Config, engine: CachedEngine, graph: Graph, plan: RunPlan, writer: ResultsWriter,
-    live_metrics: Callable[[dict[str, float], int], None] | None = None,
+    tracking: BackgroundStart | None = None,
 ) -> dict[str, Any]:
     """Run every (problem, sample) of `plan.todo` concurrently, handing each row to `writer` as it
     finishes (after the row's calls are journaled). Returns the engine's info. Raises RunFailed
@@ -207,7 +207,7 @@ async def _execute(
     grading = Grading(cfg.grading)
     # Console bar (calls, with an ETA) and live MLflow metrics, off the event loop (pdr.tracking.live).
     progress = RunProgress(
-        live_metrics if cfg.tracking.enabled else None, len(todo), len(graph.ops),
+        tracking.log_metrics if tracking is not None and cfg.tracking.enabled else None, len(todo), len(graph.ops),
         cfg.tracking.live_interval_s, show_bar=cfg.progress, desc=f"{cfg.strategy.name} on {cfg.dataset.name}",
     )  # fmt: skip
     executor = Executor(progress.watch(engine), graph, cfg.prompts, cfg.sampling, cfg.seed, extract=extract_answer)
@@ -252,9 +252,12 @@ async def _execute(
             row, trace = fut.result()
             # The row waits on the writer thread (not here) until its problem-sample's calls are
             # journaled, so that no row on disk refers to a call a resume would have to send again.
+            # ... and until the MLflow run exists (run.json names it), so that a resume of a killed
+            # run continues its MLflow run: rows wait for it, on the writer thread, never the loop.
             writer.write(
-                row, trace, attempt=plan.attempt, before=partial(engine.wait_journal, engine.journal_mark())
-            )
+                row, trace, attempt=plan.attempt,
+                before=partial(_after_start, tracking, partial(engine.wait_journal, engine.journal_mark())),
+            )  # fmt: skip
             guard.row(row)
             progress.row(row)
     finally:
@@ -292,6 +295,12 @@ def _log_viewers(tracker: MlflowRun, run_dir: Path) -> None:
             tracker.log_artifacts([html])
     except Exception as exc:  # noqa: BLE001 - a viewer is optional; the results are already safe
         log.warning("could not write the trace viewer: %s: %s", type(exc).__name__, exc)
+
+
+def _after_start(tracking: BackgroundStart | None, then: Callable[[], object]) -> object:
+    if tracking is not None:
+        tracking.wait(timeout=300)  # MLflow's own HTTP retries give up sooner
+    return then()
 
 
 def _tracker_or_none(pending: BackgroundStart, timeout: float | None = None) -> MlflowRun | None:

@@ -204,6 +204,10 @@ class BackgroundStart:
                 return
         tracker.log_metrics(metrics, step)
 
+    def wait(self, timeout: float | None = None) -> None:
+        """Return once the start has finished (or failed, or `timeout` passed). Never raises."""
+        self._thread.join(timeout)
+
     def result(self, timeout: float | None = None) -> Any:
         """The tracker (None: tracking off, or not ready within `timeout`); raises its start's error."""
         self._thread.join(timeout)
