@@ -33,7 +33,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -67,7 +67,7 @@ from pdr.results import (
 )
 from pdr.results.trace_view import write_trace_html
 from pdr.strategies.graph import Graph, compile_graph
-from pdr.tracking.live import BackgroundStart, RunProgress
+from pdr.tracking.live import RunProgress
 from pdr.tracking.mlflow_run import MlflowRun, start_tracking
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,6 @@ def run(
 
     writer: ResultsWriter | None = None
     tracker: MlflowRun | None = None
-    pending: BackgroundStart | None = None
     status = "FAILED"
     executing = False
     started = time.perf_counter()
@@ -131,21 +130,21 @@ def run(
             # earlier, so that a run that could not even start leaves nothing to resume.
             plan.write_info()
             write_json(run_dir / CONFIG, plan.config)
-            # MLflow's import and the store's start (1.5-4 s) overlap the first calls (a thread);
-            # run.json learns the MLflow run id there, so that a resume continues it.
-            pending = BackgroundStart(
-                partial(start_tracking,
+            try:
+                tracker = start_tracking(
                     cfg, plan.config, run_key=plan.key, graph=graph.describe(), simulated=engine.simulated,
                     run_dir=run_dir, launch_dir=launch_dir, extra_tags=extra_tags, resume_from=plan.prior,
                     attempt=plan.attempt,
-                ),
-                on_ready=lambda t: plan.write_info(mlflow_run_id=t.run_id, tracking_uri=t.uri),
-            )  # fmt: skip
+                )  # fmt: skip
+            except BaseException:
+                if plan.todo:
+                    loop.run(_close_quietly(engine))
+                raise
+            plan.write_info(mlflow_run_id=tracker and tracker.run_id, tracking_uri=tracker and tracker.uri)
             writer = ResultsWriter(run_dir)
             executing = True
             started = time.perf_counter()
-            engine_info = loop.run(_execute(cfg, engine, graph, plan, writer, pending))
-            tracker = _tracker_or_none(pending)
+            engine_info = loop.run(_execute(cfg, engine, graph, plan, writer, tracker))
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -158,8 +157,6 @@ def run(
         ) from None
     except RunFailed as exc:
         if executing:  # the errors so far, in summary.json and MLflow, before the run is marked FAILED
-            if tracker is None and pending is not None:
-                tracker = _tracker_or_none(pending, timeout=30)
             engine_info = _safe_info(engine)
             if writer is not None:
                 writer.close()
@@ -172,8 +169,6 @@ def run(
         engine.close_stores()
         if writer is not None:
             writer.close()
-        if tracker is None and pending is not None and status != "FINISHED":
-            tracker = _tracker_or_none(pending, timeout=30)  # to end it as KILLED/FAILED
         if tracker is not None and status != "FINISHED":
             tracker.end("KILLED" if status == "KILLED" else "FAILED")
 
@@ -195,7 +190,7 @@ def run(
 
 async def _execute(
     cfg: Config, engine: CachedEngine, graph: Graph, plan: RunPlan, writer: ResultsWriter,
-    tracking: BackgroundStart | None = None,
+    tracker: MlflowRun | None = None,
 ) -> dict[str, Any]:
     """Run every (problem, sample) of `plan.todo` concurrently, handing each row to `writer` as it
     finishes (after the row's calls are journaled). Returns the engine's info. Raises RunFailed
@@ -207,7 +202,7 @@ async def _execute(
     grading = Grading(cfg.grading)
     # Console bar (calls, with an ETA) and live MLflow metrics, off the event loop (pdr.tracking.live).
     progress = RunProgress(
-        tracking.log_metrics if tracking is not None and cfg.tracking.enabled else None, len(todo), len(graph.ops),
+        tracker.log_metrics if tracker is not None else None, len(todo), len(graph.ops),
         cfg.tracking.live_interval_s, show_bar=cfg.progress, desc=f"{cfg.strategy.name} on {cfg.dataset.name}",
     )  # fmt: skip
     executor = Executor(progress.watch(engine), graph, cfg.prompts, cfg.sampling, cfg.seed, extract=extract_answer)
@@ -252,12 +247,9 @@ async def _execute(
             row, trace = fut.result()
             # The row waits on the writer thread (not here) until its problem-sample's calls are
             # journaled, so that no row on disk refers to a call a resume would have to send again.
-            # ... and until the MLflow run exists (run.json names it), so that a resume of a killed
-            # run continues its MLflow run: rows wait for it, on the writer thread, never the loop.
             writer.write(
-                row, trace, attempt=plan.attempt,
-                before=partial(_after_start, tracking, partial(engine.wait_journal, engine.journal_mark())),
-            )  # fmt: skip
+                row, trace, attempt=plan.attempt, before=partial(engine.wait_journal, engine.journal_mark())
+            )
             guard.row(row)
             progress.row(row)
     finally:
@@ -295,23 +287,6 @@ def _log_viewers(tracker: MlflowRun, run_dir: Path) -> None:
             tracker.log_artifacts([html])
     except Exception as exc:  # noqa: BLE001 - a viewer is optional; the results are already safe
         log.warning("could not write the trace viewer: %s: %s", type(exc).__name__, exc)
-
-
-def _after_start(tracking: BackgroundStart | None, then: Callable[[], object]) -> object:
-    if tracking is not None:
-        tracking.wait(timeout=300)  # MLflow's own HTTP retries give up sooner
-    return then()
-
-
-def _tracker_or_none(pending: BackgroundStart, timeout: float | None = None) -> MlflowRun | None:
-    """The started MLflow run, or None if tracking failed to start (warned: the results are on disk
-    and summary.json is still written; only MLflow misses this run)."""
-    try:
-        return pending.result(timeout)
-    except Exception as exc:  # noqa: BLE001 - mlflow's exception types stay inside pdr.tracking
-        log.warning("MLflow tracking could not start (%s: %s); the results are in the run directory only",
-                    type(exc).__name__, exc)
-        return None
 
 
 def _log_review(tracker: MlflowRun, run_dir: Path, cfg: Config, problems: int) -> None:
