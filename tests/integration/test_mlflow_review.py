@@ -13,9 +13,8 @@ from pdr.tracking.traces import check_mode, select
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     """Two identical sim runs into one store; each takes a few seconds (engine.latency_base_ms)."""
-    from tests.conftest import compose_object
-
     from pdr.runner import run
+    from tests.conftest import compose_object
 
     root = tmp_path_factory.mktemp("review")
     uri = f"sqlite:///{root / 'mlflow.db'}"
