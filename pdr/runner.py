@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -39,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pdr.config.schema import Config
 from pdr.config.secrets import check_no_secrets
@@ -68,10 +67,8 @@ from pdr.results.lock import RunDirLock
 from pdr.results.trace_view import write_trace_html
 from pdr.strategies.graph import Graph, compile_graph
 from pdr.strategies.plan import check_context
+from pdr.tracking.live import RunProgress
 from pdr.tracking.mlflow_run import MlflowRun, start_tracking
-
-if TYPE_CHECKING:
-    from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +135,7 @@ def _run_locked(
             tracker.log_metrics(summary["metrics"])
             tracker.set_tags({f"engine_info.{k}": str(v)[:500] for k, v in engine_info.items()})
             tracker.set_tags({"attempts": str(plan.attempt)})
-            tracker.log_artifacts([run_dir / n for n in ARTIFACTS])
+            tracker.log_run_files(run_dir, ARTIFACTS)  # traces.jsonl stored once (see there)
         return summary, rows
 
     try:
@@ -172,7 +169,7 @@ def _run_locked(
             writer = ResultsWriter(run_dir)
             executing = True
             started = time.perf_counter()
-            engine_info = loop.run(_execute(cfg, engine, graph, plan, writer))
+            engine_info = loop.run(_execute(cfg, engine, graph, plan, writer, tracker))
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -203,6 +200,7 @@ def _run_locked(
     summary, rows = finish(None)
     if tracker is not None:
         _log_viewers(tracker, run_dir)
+        _log_review(tracker, run_dir, cfg, len(problems))
         tracker.end("FINISHED")
     return RunResult(
         run_dir,
@@ -216,7 +214,8 @@ def _run_locked(
 
 
 async def _execute(
-    cfg: Config, engine: CachedEngine, graph: Graph, plan: RunPlan, writer: ResultsWriter
+    cfg: Config, engine: CachedEngine, graph: Graph, plan: RunPlan, writer: ResultsWriter,
+    tracker: MlflowRun | None = None,
 ) -> dict[str, Any]:
     """Run every (problem, sample) of `plan.todo` concurrently, handing each row to `writer` as it
     finishes (after the row's calls are journaled). Returns the engine's info. Raises RunFailed
@@ -226,10 +225,16 @@ async def _execute(
     guard = RunGuard(cfg.engine, cfg.grading.timeout_s, len(todo), writer.run_dir)
     start_warm_up({p.answer for p, _ in todo}, cfg.grading.workers)
     grading = Grading(cfg.grading)
-    executor = Executor(engine, graph, cfg.prompts, cfg.sampling, cfg.seed, extract=extract_answer)
+    # Console bar (calls, with an ETA) and live MLflow metrics, off the event loop (pdr.tracking.live).
+    progress = RunProgress(
+        tracker.log_metrics if tracker is not None else None, len(todo), len(graph.ops),
+        cfg.tracking.live_interval_s, show_bar=cfg.progress, desc=f"{cfg.strategy.name} on {cfg.dataset.name}",
+    )  # fmt: skip
+    executor = Executor(progress.watch(engine), graph, cfg.prompts, cfg.sampling, cfg.seed, extract=extract_answer)
     unexpected_logged: set[str] = set()
 
     async def one(problem: Problem, sample: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        started = time.time()  # wall clock: the MLflow trace's start (pdr.tracking.traces)
         try:
             outcome = await executor.run_one(problem, sample)
         except Exception as exc:  # noqa: BLE001 - per-problem isolation also for non-engine failures
@@ -243,9 +248,10 @@ async def _execute(
         row = outcome_row(
             outcome, problem, grades, grades[final] if final is not None else None, cfg.metrics.seq_branch
         )
-        return row, outcome_trace(outcome, problem, row)
+        trace = outcome_trace(outcome, problem, row)
+        trace.update(started=round(started, 3), ended=round(time.time(), 3))
+        return row, trace
 
-    bar = _progress_bar(cfg, len(todo), writer)
     # A set, each task discarded once its row is handed over: only what is in flight (and its
     # trace) stays in memory, not every finished problem-sample until the end of the run.
     tasks = {asyncio.create_task(one(p, s)) for p, s in todo}
@@ -270,8 +276,7 @@ async def _execute(
                 row, trace, attempt=plan.attempt, before=partial(engine.wait_journal, engine.journal_mark())
             )
             guard.row(row)
-            if bar is not None:
-                bar.set_postfix(acc=f"{guard.correct / guard.done:.2f}", err=guard.errors, refresh=False)
+            progress.row(row)
     finally:
         for t in tasks:
             t.cancel()
@@ -280,26 +285,8 @@ async def _execute(
         info = engine.info()
         if todo:  # else the engine was never started
             await engine.close()  # commits the journal's last writes, which rows may wait for
-        if bar is not None:
-            writer.flush()  # the last rows' fsync, so that the bar ends complete
-            writer.on_durable = None
-            bar.close()
+        progress.close()
     return info
-
-
-def _progress_bar(cfg: Config, total: int, writer: ResultsWriter) -> tqdm | None:
-    """A tqdm bar on stderr counting durable rows (None: `progress=false` or nothing to do)."""
-    if not (cfg.progress and total):
-        return None
-    from tqdm import tqdm  # only when a bar is shown (~25 ms of import)
-
-    bar = tqdm(
-        total=total, desc=f"{cfg.strategy.name} on {cfg.dataset.name}", unit="run", file=sys.stderr,
-        dynamic_ncols=True, leave=True,
-    )  # fmt: skip
-    # Updated on the writer thread after each fsync (tqdm locks).
-    writer.on_durable = bar.update
-    return bar
 
 
 def _with_cache(engine: Engine, cfg: Config, run_dir: Path) -> CachedEngine:
@@ -325,6 +312,26 @@ def _log_viewers(tracker: MlflowRun, run_dir: Path) -> None:
             tracker.log_artifacts([html])
     except Exception as exc:  # noqa: BLE001 - a viewer is optional; the results are already safe
         log.warning("could not write the trace viewer: %s: %s", type(exc).__name__, exc)
+
+
+def _log_review(tracker: MlflowRun, run_dir: Path, cfg: Config, problems: int) -> None:
+    """The data set as the run's MLflow input and the problem-samples as MLflow traces (after the
+    run: no wall time on the benchmark). Optional extras: never fail the run."""
+    from pdr.data import dataset_fingerprint
+
+    try:
+        ds = cfg.dataset
+        source = (f"https://huggingface.co/datasets/{ds.hf_id}" if ds.hf_id else
+                  Path(ds.path).expanduser().resolve().as_uri() if ds.path else f"pdr://bundled/{ds.name}")
+        tracker.log_dataset(ds.name, source, dataset_fingerprint(ds), problems)
+    except Exception as exc:  # noqa: BLE001 - an extra: the results are already safe
+        log.warning("could not log the data set as an MLflow input: %s: %s", type(exc).__name__, exc)
+    try:
+        t0 = time.perf_counter()
+        n = tracker.log_traces(run_dir, cfg.tracking.traces)
+        log.info("%d problem-samples logged as MLflow traces in %.2f s", n, time.perf_counter() - t0)
+    except Exception as exc:  # noqa: BLE001 - an extra: the results are already safe
+        log.warning("could not log MLflow traces: %s: %s", type(exc).__name__, exc)
 
 
 def _safe_info(engine: CachedEngine) -> dict[str, Any]:

@@ -98,6 +98,23 @@ class TrackingConfig:
     run_name: str | None = None
     # Parent run for this job's run (set by the multirun callback; never via MLFLOW_RUN_ID).
     parent_run_id: str | None = None
+    # Problem-samples logged as MLflow traces (spans per step and call; pdr/tracking/traces.py),
+    # built from the run's files after the run: off | all | failures | sample:N (N problem-samples,
+    # failures first). sample:8 keeps a paper-scale run's traces to a few MB in the store.
+    traces: str = "sample:8"
+    # Live metrics (problem-samples done, running accuracy, calls, tokens, tokens/s, errors) are
+    # logged every this many seconds while the run goes (pdr/tracking/live.py); 0 = off.
+    live_interval_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        import re
+
+        m = re.fullmatch(r"off|all|failures|sample:(\d+)", str(self.traces))
+        if m is None or (m.group(1) is not None and int(m.group(1)) < 1):
+            raise ConfigError(f"tracking.traces={self.traces}: choose off, all, failures or sample:N "
+                              "(N >= 1 problem-samples, failures first)")
+        if self.live_interval_s < 0:
+            raise ConfigError(f"tracking.live_interval_s={self.live_interval_s}: must be >= 0 (0 = no live metrics)")
 
 
 # Each prompt's placeholders: (those it must contain, those it may contain). Only these names are

@@ -1,16 +1,20 @@
 """`trace_view.html`: a self-contained page of a run's traces, for a browser or MLflow's artifact view.
 
-For the chosen problem-samples (the first N problems' first sample, plus failures: errors,
-truncations, missing and wrong answers, one per problem), it shows round by round each draft's
-extracted answer, whether it is correct, its length in tokens and finish reason (full thinking and
-solution text collapsible), the workspace(s) the distill step handed to the next round, the other
-calls (summary, selection, critique), and the final answer.
+Every problem-sample, failures first (errors, truncations, missing answers, wrong answers; then
+the correct ones, each in natural problem order and sample order), reachable from an index of all
+of them (status counts, one link each) and with previous / next / index links on each entry. For
+each it shows round by round each draft's extracted answer, whether it is correct, its length in
+tokens and finish reason (full thinking and solution text collapsible), the workspace(s) the
+distill step handed to the next round, the other calls (summary, selection, critique), and the
+final answer.
 
 Contracts:
 - self-contained: inline CSS, no JavaScript, no external resources (collapsing is `<details>`);
 - every text from the run (problems, prompts, model output, answers) goes through `html.escape`;
 - bounded size: each text is cut to `max_chars` (head and tail kept, the cut marked with how much
-  was left out), and entries stop once the page reaches `max_bytes` (with a note saying so).
+  was left out); once the page reaches `max_bytes`, the remaining entries are compact (answers,
+  grades, tokens and finish reasons, no texts: those are in traces.jsonl), so every problem-sample
+  stays reachable (a note says from where on).
 Reads `traces.jsonl` and `results.jsonl` (for per-draft correctness), and `summary.json` if present.
 """
 
@@ -47,6 +51,9 @@ th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: left; }
 .b-correct { background: #2a2; } .b-wrong { background: #c33; } .b-no_answer { background: #c80; }
 .b-truncated { background: #a5a; } .b-error { background: #555; }
 summary { cursor: pointer; }
+nav.entry-nav { font-size: 12px; float: right; } nav.entry-nav a { margin-left: .6em; }
+.index a { display: inline-block; margin: 0 .5em .2em 0; font-size: 12px; }
+.index h3 { margin: .5em 0 .2em; font-size: 14px; }
 """
 
 
@@ -91,6 +98,17 @@ def choose(traces: Sequence[Mapping[str, Any]], problems: int, failures: int) ->
     return chosen + fails[:failures]
 
 
+def order_all(traces: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Every trace, failures first (errors, truncated, no answer, wrong), then the rest; each part
+    in natural problem order and sample order."""
+    def key(t: Mapping[str, Any]) -> tuple[Any, ...]:
+        st = t.get("status")
+        rank = _FAILURE_ORDER.index(st) if st in _FAILURE_ORDER else len(_FAILURE_ORDER)
+        return rank, _natural_key(str(t["problem_id"])), int(t["sample"])
+
+    return sorted(traces, key=key)
+
+
 def _anchor(trace: Mapping[str, Any]) -> str:
     return _esc(f"p-{trace.get('problem_id')}-{trace.get('sample')}")
 
@@ -101,7 +119,7 @@ def _badge(status: str | None) -> str:
 
 
 def _text_block(label: str, text: str | None, max_chars: int, open_: bool = False) -> str:
-    if not text:
+    if not text or max_chars <= 0:  # max_chars=0: a compact entry, texts left out
         return ""
     return (f"<details{' open' if open_ else ''}><summary>{_esc(label)} ({len(text):,} chars)</summary>"
             f"<pre>{_esc(clip(text, max_chars))}</pre></details>")
@@ -192,8 +210,7 @@ def render_entry(trace: Mapping[str, Any], row: Mapping[str, Any] | None, max_ch
     return "\n".join(parts)
 
 
-def write_trace_html(run_dir: Path, problems: int = 10, failures: int = 10, max_chars: int = 4000,
-                     max_bytes: int = 4_000_000) -> Path | None:
+def write_trace_html(run_dir: Path, max_chars: int = 4000, max_bytes: int = 1_000_000) -> Path | None:
     """Write `<run_dir>/trace_view.html` (module docstring) and return its path; None if the run
     has no traces. Never raises on malformed rows: they are skipped with a warning."""
     run_dir = Path(run_dir)
@@ -213,36 +230,56 @@ def write_trace_html(run_dir: Path, problems: int = 10, failures: int = 10, max_
     latest: dict[tuple[str, int], Mapping[str, Any]] = {}
     for t in traces:  # a resumed run may have retried a pair: the last trace wins
         latest[(str(t["problem_id"]), int(t["sample"]))] = t
-    picked = choose(list(latest.values()), problems, failures)
+    picked = order_all(list(latest.values()))
 
     cfg = summary.get("config") or {}
     metrics = summary.get("metrics") or {}
     title = (f"pdr traces: {cfg.get('strategy', {}).get('name', '?')} on {cfg.get('dataset', {}).get('name', '?')} "
              f"({cfg.get('engine', {}).get('name', '?')}, {cfg.get('engine', {}).get('model', '?')})")
     head = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title>"
-            f"<style>{_CSS}</style></head><body><h1>{_esc(title)}</h1>"]
+            f"<style>{_CSS}</style></head><body><h1 id='top'>{_esc(title)}</h1>"]
     if summary.get("simulated"):
         head.append('<p class="sim">SIMULATED engine — not model results</p>')
     if metrics:
         head.append(f"<p>accuracy {metrics.get('accuracy', float('nan')):.3f} over {int(metrics.get('problems', 0))} "
                     f"problems × {_esc(cfg.get('samples', '?'))} samples · graph: <code>{_esc(summary.get('graph'))}</code></p>")
-    head.append(f"<p class='muted'>{len(picked)} of {len(latest)} problem-samples shown: the first {problems} problems "
-                f"and up to {failures} failures of other problems. Texts longer than {max_chars:,} characters are "
-                "cut (marked); everything is in traces.jsonl.</p>")
-    index = ["<ul>"] + [f"<li><a href='#{_anchor(t)}'>{_esc(t['problem_id'])} · sample {_esc(t['sample'])}</a> "
-                        f"{_badge(t.get('status'))}</li>" for t in picked] + ["</ul>"]
+    counts: dict[str, int] = {}
+    for t in picked:
+        counts[str(t.get("status"))] = counts.get(str(t.get("status")), 0) + 1
+    head.append(f"<p class='muted'>All {len(picked)} problem-samples, failures first ("
+                + ", ".join(f"{n} {_esc(st)}" for st, n in counts.items())
+                + f"). Texts longer than {max_chars:,} characters are cut (marked); everything is in traces.jsonl.</p>")
+    index = ["<div class='index'>"]
+    status = None
+    for t in picked:
+        if t.get("status") != status:
+            status = t.get("status")
+            index.append(f"<h3>{_badge(status)} {counts[str(status)]}</h3>")
+        index.append(f"<a href='#{_anchor(t)}'>{_esc(t['problem_id'])}·{_esc(t['sample'])}</a>")
+    index.append("</div>")
     body: list[str] = []
     size = sum(len(s) for s in head + index)
+    compact_from: int | None = None
     for n, t in enumerate(picked):
+        nav = ["<nav class='entry-nav'>"]
+        if n > 0:
+            nav.append(f"<a href='#{_anchor(picked[n - 1])}'>&larr; previous</a>")
+        if n + 1 < len(picked):
+            nav.append(f"<a href='#{_anchor(picked[n + 1])}'>next &rarr;</a>")
+        nav.append("<a href='#top'>index</a></nav>")
+        row = rows.get((str(t["problem_id"]), int(t["sample"])))
         try:
-            frag = render_entry(t, rows.get((str(t["problem_id"]), int(t["sample"]))), max_chars)
+            frag = render_entry(t, row, max_chars if compact_from is None else 0)
+            if compact_from is None and size + len(frag) > max_bytes and body:
+                compact_from = n
+                body.append(f"<p class='bad'>Page size limit reached: from here on, {len(picked) - n} entries are "
+                            "compact (answers, grades, tokens; the texts are in traces.jsonl).</p>")
+                frag = render_entry(t, row, 0)
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("trace view: skipping %s/%s (%s: %s)", t.get("problem_id"), t.get("sample"), type(exc).__name__, exc)
             continue
-        if size + len(frag) > max_bytes and body:
-            body.append(f"<p class='bad'>Page size limit reached: {len(picked) - n} more entries left out "
-                        "(see traces.jsonl).</p>")
-            break
+        # The entry's navigation goes inside its box, right after the opening tag.
+        frag = frag.replace(">", ">" + "".join(nav), 1)
         body.append(frag)
         size += len(frag)
     out = run_dir / FILENAME

@@ -50,9 +50,9 @@ AXES = {"seq_tokens": "sequential tokens (critical path, mean per problem-sample
 _LABEL_SKIP = ("tracking.", "output_dir", "resume", "progress", "notes", "cache.", "grading.", "extra",
                "hydra.", "engine.url", "engine.timeout_s", "engine.max_retries", "engine.max_concurrency",
                "engine.max_error_rate", "engine.api_key_env", "engine.launch", "engine.server_args", "metrics.")
-_TABLE_COLS = ["dataset", "group", "label", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "seq_tokens",
+_TABLE_COLS = ["n", "dataset", "strategy", "group", "label", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "seq_tokens",
                "total_tokens", "frontier_seq", "frontier_total", "overall_frontier_seq", "overall_frontier_total",
-               "problems", "samples", "simulated", "status", "run_name", "run_id"]
+               "problems", "samples", "runs", "simulated", "status", "run_name", "run_id"]
 
 
 # --- table ------------------------------------------------------------------------------------
@@ -67,44 +67,83 @@ def pareto_mask(tokens: Sequence[float], accuracy: Sequence[float]) -> list[bool
     return out
 
 
-def _short_labels(df: pd.DataFrame) -> list[str]:
-    """Each run's label: the values of the params that differ between the runs of `df` (short key
-    names); "" when none differ."""
-    keys = [c for c in df.columns if c.startswith("params.")
+# Budget-like keys: they trace a curve along the token axis, so they label points but never colour them.
+_BUDGET_KEYS = ("sampling.max_tokens", "strategy.workspace_tokens")
+
+
+def _param_cols(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c.startswith("params.")
             and not c[len("params."):].startswith(_LABEL_SKIP) and c != "params.strategy.name"]
-    varying = [c for c in keys if df[c].astype(str).nunique(dropna=False) > 1]
-    shorts = [c.rsplit(".", 1)[-1] for c in varying]
-    names = [s if shorts.count(s) == 1 else c[len("params."):] for s, c in zip(shorts, varying, strict=True)]
+
+
+def varying_keys(df: pd.DataFrame) -> list[str]:
+    """The param keys (without `params.`) whose values differ between the runs of `df` (a sweep's
+    axes, found from the jobs' params), fewest distinct values first. Keys only some runs have
+    (e.g. `strategy.widths` next to long CoT runs) count when they differ where they are set."""
+    out = []
+    for c in _param_cols(df):
+        vals = df[c].dropna().astype(str)
+        vals = vals[~vals.isin(["", "null", "None"])]
+        if vals.nunique() > 1:
+            out.append((vals.nunique(), c[len("params."):]))
+    # Budgets last: the configuration first, then the cap it ran at.
+    return [k for _, k in sorted(out, key=lambda t: (t[1] in _BUDGET_KEYS, t[0], t[1]))]
+
+
+def _short_names(keys: Sequence[str]) -> dict[str, str]:
+    """`strategy.distill` -> `distill`, unless two keys share their last part."""
+    shorts = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if shorts.count(s) == 1 else k) for k, s in zip(keys, shorts, strict=True)}
+
+
+def _labels(df: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+    """Each run's label: `key=value` of the varying `keys` only (short names), "" when none."""
+    names = _short_names(keys)
     labels = []
     for _, row in df.iterrows():
-        parts = [f"{n}={row[c]}" for n, c in zip(names, varying, strict=True)
-                 if isinstance(row[c], str) and row[c] not in ("", "null", "None")]
+        parts = []
+        for k in keys:
+            v = row.get(f"params.{k}")
+            if isinstance(v, str) and v not in ("", "null", "None"):
+                parts.append(f"{names[k]}={v}")
         labels.append(", ".join(parts))
     return labels
 
 
-def _labels(df: pd.DataFrame, groups: pd.Series) -> list[str]:
-    """Labels from what differs within each (dataset, group); a group's only run is named by its group
-    plus what differs between runs of all groups in the params every run has (e.g. the budget)."""
-    import pandas as pd
-
-    out = pd.Series([""] * len(df), index=df.index, dtype=object)
-    shared = [c for c in df.columns if c.startswith("params.") and df[c].notna().all()]
-    across = _short_labels(df[["run_id", "run_name", *shared]])
-    for _, idx in df.groupby([df.get("dataset", pd.Series([""] * len(df), index=df.index)), groups]).groups.items():
-        part = df.loc[idx]
-        labels = _short_labels(part) if len(part) > 1 else [""]
-        for i, lab in zip(idx, labels, strict=True):
-            out[i] = lab or across[df.index.get_loc(i)] or str(groups[i])
-    return out.tolist()
+def _auto_groups(df: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
+    """Colour groups for `group_by=auto`: the strategy (variant), split by the varying non-budget
+    key with the fewest values (e.g. `pdr distill=top_k_per_sample`); budgets stay on the x axis."""
+    groups = df["variant"].fillna("?").astype(str) if "variant" in df else df.get("strategy", "?")
+    colour_keys = [k for k in keys if k not in _BUDGET_KEYS and k != "seed"]
+    if colour_keys:
+        k = colour_keys[0]
+        name = _short_names(keys)[k]
+        vals = df[f"params.{k}"].astype(str)
+        has = df[f"params.{k}"].notna() & ~vals.isin(["", "null", "None"])
+        groups = groups.where(~has, groups + " " + name + "=" + vals)
+    return groups
 
 
-def pareto_table(runs: pd.DataFrame, group_by: str = "variant", include_unfinished: bool = False) -> pd.DataFrame:
-    """The report's table: one row per run with accuracy, its CI and both token budgets, the
-    group, a label of what differs between runs, and frontier flags (module docstring).
+def _merge_identical(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration: runs with the same run key (tag `run_key`: the hash of what
+    determines the results) are merged, the newest kept, `runs` counting them."""
+    key = df["tags.run_key"].fillna(df["run_id"]) if "tags.run_key" in df else df["run_id"]
+    if "dataset" in df:
+        key = key + "|" + df["dataset"].astype(str)
+    df = df.assign(_key=key, runs=key.map(key.value_counts()))
+    order = df.sort_values("start_time", kind="stable") if "start_time" in df else df
+    return order.drop_duplicates("_key", keep="last").drop(columns="_key").sort_index()
 
-    `runs` comes from `pdr.review.store.load_runs`; `group_by` is one of its columns (e.g.
-    `variant`, `strategy`) or a param key (`strategy.distill` -> `params.strategy.distill`).
+
+def pareto_table(runs: pd.DataFrame, group_by: str = "auto", include_unfinished: bool = False) -> pd.DataFrame:
+    """The report's table: one row per configuration with accuracy, its CI and both token budgets,
+    the colour group, a label naming the varying keys' values, a point number `n`, and frontier
+    flags (module docstring). Runs of one configuration (same run key) are merged (`runs`).
+
+    `runs` comes from `pdr.review.store.load_runs`; `group_by` is `auto` (the strategy, split by
+    the varying key with the fewest values), one of its columns (e.g. `variant`, `strategy`) or a
+    param key (`strategy.distill` -> `params.strategy.distill`). Frontiers are per strategy
+    (`variant`) whatever the colouring.
     Runs without accuracy or token metrics (unfinished, failed) are dropped unless
     `include_unfinished` (they still need the metrics). Sorted by dataset, group, seq_tokens.
     """
@@ -121,14 +160,19 @@ def pareto_table(runs: pd.DataFrame, group_by: str = "variant", include_unfinish
     if df.empty:
         return pd.DataFrame(columns=_TABLE_COLS)
     gcol = group_by if group_by in df else f"params.{group_by}"
-    if gcol not in df:
-        raise KeyError(f"--group-by {group_by}: no such column or param (try variant, strategy, dataset, "
+    if group_by != "auto" and gcol not in df:
+        raise KeyError(f"--group-by {group_by}: no such column or param (try auto, variant, strategy, dataset, "
                        "or a param key like strategy.distill)")
-    df = df.reset_index(drop=True)
+    df = _merge_identical(df).reset_index(drop=True)
+    keys = varying_keys(df)
+    groups = _auto_groups(df, keys) if group_by == "auto" else df[gcol].fillna("?").astype(str)
+    strategy = df["variant"] if "variant" in df else groups
     out = pd.DataFrame({
+        "n": 0,
         "dataset": df["dataset"] if "dataset" in df else "",
-        "group": df[gcol].fillna("?").astype(str),
-        "label": _labels(df, df[gcol].fillna("?").astype(str)),
+        "strategy": strategy.fillna("?").astype(str),
+        "group": groups.fillna("?").astype(str),
+        "label": _labels(df, keys),
         "accuracy": df["metrics.accuracy"].astype(float),
         "accuracy_ci_low": df.get("metrics.accuracy_ci_low", df["metrics.accuracy"]).astype(float),
         "accuracy_ci_high": df.get("metrics.accuracy_ci_high", df["metrics.accuracy"]).astype(float),
@@ -136,6 +180,7 @@ def pareto_table(runs: pd.DataFrame, group_by: str = "variant", include_unfinish
         "total_tokens": df["metrics.total_tokens"].astype(float),
         "problems": df.get("metrics.problems", pd.Series([math.nan] * len(df))),
         "samples": df.get("params.samples", pd.Series([""] * len(df))),
+        "runs": df["runs"],
         "simulated": df["simulated"].astype(bool) if "simulated" in df else False,
         "status": df["status"],
         "run_name": df["run_name"],
@@ -143,22 +188,30 @@ def pareto_table(runs: pd.DataFrame, group_by: str = "variant", include_unfinish
     })
     if "model" in df and df["model"].nunique() > 1:  # runs of different models are different curves
         out["group"] = df["model"].astype(str) + "/" + out["group"]
+        out["strategy"] = df["model"].astype(str) + "/" + out["strategy"]
     for axis, short in (("seq_tokens", "seq"), ("total_tokens", "total")):
         out[f"frontier_{short}"] = False
         out[f"overall_frontier_{short}"] = False
         for _, part in out.groupby("dataset"):
             mask = pareto_mask(part[axis].tolist(), part["accuracy"].tolist())
             out.loc[part.index, f"overall_frontier_{short}"] = mask
-            for _, grp in part.groupby("group"):
+            for _, grp in part.groupby("strategy"):
                 out.loc[grp.index, f"frontier_{short}"] = pareto_mask(grp[axis].tolist(), grp["accuracy"].tolist())
-    return out.sort_values(["dataset", "group", "seq_tokens"], kind="stable").reset_index(drop=True)[_TABLE_COLS]
+    out = out.sort_values(["dataset", "group", "seq_tokens"], kind="stable").reset_index(drop=True)
+    out["n"] = range(1, len(out) + 1)  # the point numbers on the plots
+    out.attrs["varying_keys"] = keys
+    return out[_TABLE_COLS]
 
 
 # --- plots ------------------------------------------------------------------------------------
 def plot_pareto(table: pd.DataFrame, axis: str = "seq_tokens", title: str | None = None) -> Figure:
     """One figure: accuracy vs `axis` (seq_tokens | total_tokens) with CI bars, one panel per
-    dataset, one colour per group, each group's frontier as a staircase (filled points: on the
-    frontier; hollow: dominated). Simulated runs put a watermark on the figure."""
+    dataset, one colour per group, each strategy's frontier as a staircase (filled points: on their
+    strategy's frontier; hollow: dominated). Points carry their number `n`, placed so that no two
+    numbers overlap (a number that finds no free spot is left off; its row is still in the key);
+    the key on the right maps each number to its label (the varying keys). Simulated runs put a
+    watermark on the figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     if axis not in AXES:
@@ -168,8 +221,14 @@ def plot_pareto(table: pd.DataFrame, axis: str = "seq_tokens", title: str | None
     groups = sorted(table["group"].unique())
     colors = {g: f"C{i % 10}" for i, g in enumerate(groups)}
     markers = "osD^vP*Xh<>"
-    fig = Figure(figsize=(6.4 * len(datasets), 4.8), layout="constrained")
-    axes = fig.subplots(1, len(datasets), squeeze=False)[0]
+    styles = ["--", ":", "-.", (0, (5, 1)), (0, (1, 1))]
+    key_lines = len(table) + 2
+    height = max(4.8, 0.16 * key_lines + 1.4)
+    fig = Figure(figsize=(6.4 * len(datasets) + 4.8, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(1, len(datasets) + 1, width_ratios=[6.4] * len(datasets) + [4.8])
+    axes = [fig.add_subplot(grid[0, i]) for i in range(len(datasets))]
+    numbered: list[tuple[Any, float, float, str]] = []
     for ax, ds in zip(axes, datasets, strict=True):
         part = table[table["dataset"] == ds]
         for gi, g in enumerate(groups):
@@ -179,33 +238,84 @@ def plot_pareto(table: pd.DataFrame, axis: str = "seq_tokens", title: str | None
             c, m = colors[g], markers[gi % len(markers)]
             yerr = [(grp["accuracy"] - grp["accuracy_ci_low"]).clip(lower=0),
                     (grp["accuracy_ci_high"] - grp["accuracy"]).clip(lower=0)]
-            ax.errorbar(grp[axis], grp["accuracy"], yerr=yerr, fmt="none", ecolor=c, alpha=0.5, capsize=3, lw=1)
+            ax.errorbar(grp[axis], grp["accuracy"], yerr=yerr, fmt="none", ecolor=c, alpha=0.4, capsize=3, lw=1)
             on = grp[grp[f"frontier_{short}"]]
             off = grp[~grp[f"frontier_{short}"]]
-            ax.scatter(on[axis], on["accuracy"], color=c, marker=m, s=45, zorder=3, label=g)
-            ax.scatter(off[axis], off["accuracy"], facecolors="none", edgecolors=c, marker=m, s=45, zorder=3)
-            if len(on) > 1:
-                ax.plot(on[axis], on["accuracy"], color=c, drawstyle="steps-post", lw=1.5, alpha=0.8)
-            if len(part) <= 16:
-                for _, r in grp.iterrows():
-                    ax.annotate(_clip(r["label"], 40), (r[axis], r["accuracy"]), fontsize=6, alpha=0.75,
-                                xytext=(4, 3), textcoords="offset points")
+            ax.scatter(on[axis], on["accuracy"], color=c, marker=m, s=40, zorder=3, label=g if len(on) else None)
+            ax.scatter(off[axis], off["accuracy"], facecolors="none", edgecolors=c, marker=m, s=40, zorder=3,
+                       label=None if len(on) else g)
+            numbered += [(ax, float(r[axis]), float(r["accuracy"]), str(int(r["n"]))) for _, r in grp.iterrows()]
+        for si, strat in enumerate(sorted(part["strategy"].unique())):
+            front = part[(part["strategy"] == strat) & part[f"frontier_{short}"]].sort_values(axis)
+            if len(front) > 1:
+                ax.plot(front[axis], front["accuracy"], color="0.25", ls=styles[si % len(styles)],
+                        drawstyle="steps-post", lw=1.2, alpha=0.8, zorder=2, label=f"frontier: {strat}")
         vals = part[axis]
         if len(vals) and vals.min() > 0 and vals.max() / vals.min() > 20:
             ax.set_xscale("log")
+        ax.margins(x=0.08, y=0.1)
         ax.set_xlabel(AXES[axis])
         ax.set_ylabel("accuracy (mean@samples, CI bars)")
-        ax.set_title(f"{ds + ': ' if ds else ''}filled = on its group's Pareto frontier", fontsize=9)
+        ax.set_title(f"{ds + ': ' if ds else ''}filled = on its strategy's Pareto frontier", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best", framealpha=0.8)
+    key_ax = fig.add_subplot(grid[0, len(datasets)])
+    key_ax.axis("off")
+    keys = table.attrs.get("varying_keys") or []
+    head = "varying: " + (", ".join(keys) if keys else "nothing (one configuration per group)")
+    key_ax.text(0, 1, _clip(head, 80), fontsize=7, va="top", ha="left", transform=key_ax.transAxes, weight="bold")
+    step = 1 / max(key_lines, 25)
+    for i, (_, r) in enumerate(table.iterrows()):
+        text = f"{int(r['n']):>3}  {_clip(r['label'] or r['group'], 64)}" + (f"  (x{int(r['runs'])})" if r.get("runs", 1) > 1 else "")
+        key_ax.text(0, 1 - (i + 1.5) * step, text, fontsize=7, va="top", ha="left", family="monospace",
+                    color=colors[r["group"]], transform=key_ax.transAxes)
     sim = bool(table["simulated"].any()) if len(table) else False
     head = title or "Pareto report"
     if sim:
         head += f"  [{SIMULATED_MARK}]"
-        fig.text(0.5, 0.5, SIMULATED_MARK, fontsize=min(40, 18 * len(datasets)), color="red", alpha=0.15, rotation=25,
+        fig.text(0.4, 0.5, SIMULATED_MARK, fontsize=min(40, 18 * len(datasets)), color="red", alpha=0.12, rotation=25,
                  ha="center", va="center", zorder=0)
     fig.suptitle(f"{head}\naccuracy vs {axis.replace('_', ' ')}", fontsize=10, color="darkred" if sim else "black")
+    _place_numbers(fig, numbered)
     return fig
+
+
+# Candidate offsets (points) of a point's number, tried in order.
+_OFFSETS = [(4, 3), (4, -10), (-4, 3), (-4, -10), (0, 8), (0, -15), (9, -3), (-9, -3), (8, 10), (-8, 10),
+            (8, -17), (-8, -17), (14, 3), (-14, 3), (0, 16), (0, -23)]
+
+
+def _place_numbers(fig: Figure, points: list[tuple[Any, float, float, str]]) -> None:
+    """Annotate each point with its number where its box overlaps no other number and no marker
+    (greedy, left to right); points at the same spot share one annotation ("3,7"). The layout is
+    frozen first, so the boxes computed here are the ones drawn."""
+    fig.canvas.draw()
+    fig.set_layout_engine("none")
+    scale = fig.dpi / 72
+    char_w, h = 4.6 * scale, 7.5 * scale  # fontsize 7 digits, in pixels
+    merged: dict[tuple[Any, int, int], tuple[float, float, list[str]]] = {}
+    for ax, x, y, text in points:
+        px, py = ax.transData.transform((x, y))
+        k = (ax, round(px / 3), round(py / 3))
+        merged.setdefault(k, (x, y, []))[2].append(text)
+    markers = [(ax.transData.transform((x, y)), ax) for ax, x, y, _ in points]
+    taken: list[tuple[float, float, float, float]] = [(p[0] - 4 * scale, p[1] - 4 * scale, p[0] + 4 * scale,
+                                                     p[1] + 4 * scale) for p, _ in markers]
+    for (ax, *_), (x, y, texts) in sorted(merged.items(), key=lambda kv: kv[1][0]):
+        text = ",".join(sorted(texts, key=int))
+        px, py = ax.transData.transform((x, y))
+        w = char_w * len(text)
+        box_ax = ax.get_window_extent()
+        for dx, dy in _OFFSETS:
+            x0 = px + dx * scale - (w if dx < 0 else 0) - (w / 2 if dx == 0 else 0)
+            y0 = py + dy * scale
+            box = (x0, y0, x0 + w, y0 + h)
+            inside = box_ax.x0 <= box[0] and box[2] <= box_ax.x1 and box_ax.y0 <= box[1] and box[3] <= box_ax.y1
+            if inside and not any(box[0] < t[2] and t[0] < box[2] and box[1] < t[3] and t[1] < box[3] for t in taken):
+                taken.append(box)
+                ax.annotate(text, (x, y), xytext=((x0 - px) / scale, (y0 - py) / scale), textcoords="offset points",
+                            fontsize=7, ha="left", va="bottom", color="0.15")
+                break
 
 
 def _clip(text: str, n: int) -> str:
@@ -214,7 +324,7 @@ def _clip(text: str, n: int) -> str:
 
 # --- files ------------------------------------------------------------------------------------
 def _markdown(table: pd.DataFrame) -> str:
-    cols = ["dataset", "group", "label", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "seq_tokens",
+    cols = ["n", "dataset", "group", "label", "runs", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "seq_tokens",
             "total_tokens", "frontier_seq", "frontier_total", "simulated", "run_id"]
 
     def fmt(v: Any) -> str:
@@ -251,7 +361,7 @@ body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
 img {{ max-width: 100%; border: 1px solid #ddd; }}
 table.runs {{ border-collapse: collapse; font-size: 12px; }}
 table.runs th, table.runs td {{ border: 1px solid #ccc; padding: 3px 6px; text-align: right; }}
-table.runs td:nth-child(3) {{ text-align: left; }}
+table.runs td:nth-child(5) {{ text-align: left; }}
 p.note {{ max-width: 60em; font-size: 13px; }}
 </style></head><body>
 <h1>{esc(title)}</h1>
@@ -267,7 +377,7 @@ with at most its tokens; frontier flags use point estimates, so read the CI bars
 """
 
 
-def build_report(runs: pd.DataFrame, out_dir: Path, group_by: str = "variant", title: str | None = None,
+def build_report(runs: pd.DataFrame, out_dir: Path, group_by: str = "auto", title: str | None = None,
                  include_unfinished: bool = False) -> dict[str, Path]:
     """Write the Pareto report of `runs` (a `load_runs` DataFrame) into `out_dir`.
 
@@ -297,6 +407,26 @@ def build_report(runs: pd.DataFrame, out_dir: Path, group_by: str = "variant", t
     return paths
 
 
+def unused_dir(path: Path) -> Path:
+    """`path` if it holds no report yet, else the first free `path-2`, `path-3`, ...: a report
+    never overwrites another one."""
+    path = Path(path)
+    cand, i = path, 1
+    while (cand / "pareto.html").exists() or (cand / "pareto.csv").exists():
+        i += 1
+        cand = path.with_name(f"{path.name}-{i}")
+    return cand
+
+
+def unused_artifact_path(existing: Sequence[str], base: str) -> str:
+    """`base` if no artifact folder has that name, else `base-2`, `base-3`, ..."""
+    cand, i = base, 1
+    while cand in set(existing):
+        i += 1
+        cand = f"{base}-{i}"
+    return cand
+
+
 # --- CLI --------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """`python -m pdr.report`: see the module docstring. Prints the files written and the frontier."""
@@ -309,8 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     sel.add_argument("--parent-run", help="a sweep's parent run id (its child runs); the report is logged to it")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///./mlflow.db)")
     p.add_argument("--out", type=Path, help="output directory (default: reports/<experiment or parent run>)")
-    p.add_argument("--group-by", default="variant",
-                   help="colour/frontier grouping: variant (default), strategy, model, or a param key like strategy.distill")
+    p.add_argument("--group-by", default="auto",
+                   help="colour grouping: auto (default: the strategy split by the varying key with the fewest "
+                        "values), variant, strategy, model, or a param key like strategy.distill")
     p.add_argument("--title", help="report title")
     p.add_argument("--include-unfinished", action="store_true", help="also plot runs not FINISHED (if they have metrics)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the parent run")
@@ -332,15 +463,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pdr.report: {exc}", file=sys.stderr)
         return 2
     name = args.experiment or f"sweep-{args.parent_run[:8]}"
-    out = args.out or Path("reports") / name
+    out = unused_dir(args.out or Path("reports") / name)
     title = args.title or (f"experiment {args.experiment}" if args.experiment else f"sweep {args.parent_run}")
     try:
         paths = build_report(runs, out, args.group_by, title, args.include_unfinished)
     except (ValueError, KeyError) as exc:
         print(f"pdr.report: {exc} ({len(runs)} runs found)", file=sys.stderr)
         return 1
+    artifact_path = None
     if args.parent_run and not args.no_log:
-        store.log_artifacts(uri, args.parent_run, list(paths.values()), artifact_path="report")
+        # Never over the sweep's own report/ (nor an earlier CLI report): a new folder each time.
+        artifact_path = unused_artifact_path(store.list_artifact_dirs(uri, args.parent_run), "report-cli")
+        store.log_artifacts(uri, args.parent_run, list(paths.values()), artifact_path=artifact_path)
     table = pareto_table(runs, args.group_by, args.include_unfinished)
     sim = bool(table["simulated"].any())
     print(f"pdr.report: {len(table)} runs from {uri}" + (f"   [{SIMULATED_MARK}]" if sim else ""))
@@ -352,8 +486,8 @@ def main(argv: list[str] | None = None) -> int:
               f"  total {r['total_tokens']:>11,.0f}{'*' if r['frontier_total'] else ' '}  {_clip(r['label'], 60)}")
     for kind, path in paths.items():
         print(f"{kind:>9}: {path}")
-    if args.parent_run and not args.no_log:
-        print(f"logged to parent run {args.parent_run} under report/")
+    if artifact_path:
+        print(f"logged to parent run {args.parent_run} under {artifact_path}/")
     return 0
 
 

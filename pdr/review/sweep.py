@@ -39,7 +39,7 @@ class MlflowSweepCallback(Callback):
     (see `pdr.review.report.build_report`).
     """
 
-    def __init__(self, report: bool = True, group_by: str = "variant") -> None:
+    def __init__(self, report: bool = True, group_by: str = "auto") -> None:
         self.report = report
         self.group_by = group_by
         # Plain data only: this object is pickled into launcher workers.

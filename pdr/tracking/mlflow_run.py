@@ -101,6 +101,7 @@ class MlflowRun:
         self.client = MlflowClient(tracking_uri=uri)
         mlflow.set_tracking_uri(uri)
         self.experiment_id = ensure_experiment(self.client, experiment, artifact_root)
+        self.experiment_name = experiment
         if resume_run_id:
             self.run_id = resume_run_id
             self.client.update_run(resume_run_id, status="RUNNING")
@@ -109,6 +110,7 @@ class MlflowRun:
             if parent_run_id:
                 all_tags["mlflow.parentRunId"] = parent_run_id
             if run_name:
+                run_name = unique_run_name(self.client, self.experiment_id, run_name)
                 all_tags["mlflow.runName"] = run_name
             all_tags = {k: mask_secrets(str(v)) for k, v in all_tags.items()}
             run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name)
@@ -144,6 +146,52 @@ class MlflowRun:
                 self.client.log_artifacts(self.run_id, str(p), artifact_path=artifact_path)
             elif p.exists():
                 self.client.log_artifact(self.run_id, str(p), artifact_path=artifact_path)
+
+    def log_run_files(self, run_dir: Path, names: Iterable[str], traces_name: str = "traces.jsonl") -> None:
+        """The run directory's files as artifacts, with the traces stored once: when the artifact
+        store is this machine's filesystem (the default SQLite setup) traces.jsonl stays in the run
+        directory only (tag `pdr.traces_file` says where); a remote artifact store gets one
+        gzip-compressed copy, `traces.jsonl.gz` (about 5x smaller), since the run directory may not
+        be reachable from where the runs are reviewed."""
+        names = list(names)
+        traces = run_dir / traces_name
+        self.log_artifacts([run_dir / n for n in names if n != traces_name])
+        if traces_name not in names or not traces.exists():
+            return
+        root = self.client.get_run(self.run_id).info.artifact_uri or ""
+        if root.startswith(("file:", "/")) or "://" not in root:
+            self.set_tags({"pdr.traces_file": str(traces.resolve())})
+            return
+        import gzip
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="pdr-traces-") as tmp:
+            gz = Path(tmp) / (traces_name + ".gz")
+            with traces.open("rb") as src, gzip.open(gz, "wb", compresslevel=6) as dst:
+                shutil.copyfileobj(src, dst)
+            self.client.log_artifact(self.run_id, str(gz))
+        self.set_tags({"pdr.traces_file": f"artifact:{traces_name}.gz"})
+
+    def log_traces(self, run_dir: Path, mode: str) -> int:
+        """The run's problem-samples as MLflow traces (`pdr.tracking.traces`); returns how many."""
+        from pdr.tracking.traces import log_run_traces
+
+        return log_run_traces(run_dir, self.run_id, self.experiment_id, mode)
+
+    def log_dataset(self, name: str, source: str, fingerprint: str, problems: int) -> None:
+        """The data set as the run's MLflow input (the UI's Datasets column and filters): name,
+        source (a path or hub URL), digest = the fingerprint's first 36 characters (MLflow's
+        column width; the whole fingerprint is the input tag `pdr.fingerprint`)."""
+        from mlflow.data.http_dataset_source import HTTPDatasetSource
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        digest = fingerprint.split(":", 1)[-1][:36]
+        ds = MetaDataset(source=HTTPDatasetSource(source), name=name, digest=digest)
+        tags = [InputTag("mlflow.data.context", "eval"), InputTag("pdr.fingerprint", fingerprint[:500]),
+                InputTag("pdr.problems", str(problems))]
+        self.client.log_inputs(self.run_id, [DatasetInput(ds._to_mlflow_entity(), tags=tags)])
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
@@ -196,7 +244,7 @@ def start_tracking(
         return MlflowRun(
             tracking_uri,
             cfg.tracking.experiment,
-            cfg.tracking.run_name,
+            cfg.tracking.run_name or describe_run(cfg),
             loggable_params(config),
             tags,
             parent_run_id=cfg.tracking.parent_run_id,
@@ -255,3 +303,49 @@ def ui_command(uri: str) -> str:
     if uri.startswith(("http://", "https://")):
         return f"open {uri} in a browser"
     return f"mlflow ui --backend-store-uri {uri}"
+
+
+# Short names of the distill types in run names (`pdr-16x8x4-topk2-aime2025`).
+_DISTILL_SHORT = {"global_summary": "gsum", "top_k_shared": "topk{k}s", "top_k_per_sample": "topk{k}",
+                  "random_k": "rand{k}", "previous_solution": "prev"}
+
+
+def describe_run(cfg: Config) -> str:
+    """A run name that says what ran: strategy, widths, distill, dataset and model, e.g.
+    `pdr-16x8x4-topk2-aime2025-qwen3-8b` (the sim engine's model is left out)."""
+    st = cfg.strategy
+    parts = [st.name]
+    widths = getattr(st, "widths", None)
+    if widths:
+        parts.append("x".join(str(w) for w in widths))
+    distill = getattr(st, "distill", None)
+    if distill:
+        parts.append(_DISTILL_SHORT.get(distill, distill).format(k=getattr(st, "k", "")))
+    for attr, fmt in (("rounds", "r{}"), ("n", "n{}")):
+        if isinstance(getattr(st, attr, None), int) and not isinstance(getattr(st, attr), bool):
+            parts.append(fmt.format(getattr(st, attr)))
+    if getattr(st, "error_analysis", False):
+        parts.append("ea")
+    parts.append(cfg.dataset.name)
+    if cfg.engine.name != "sim" and cfg.engine.model:
+        parts.append(cfg.engine.model.rstrip("/").rsplit("/", 1)[-1].lower()[:32])
+    return "-".join(str(p) for p in parts if p not in (None, ""))
+
+
+def unique_run_name(client: Any, experiment_id: str, name: str) -> str:
+    """`name`, or `name-2`, `name-3` ... if the experiment already has runs of that name.
+    Parallel jobs may still race to one name (the run ids differ; the name is for people)."""
+    try:
+        like = name.replace("'", "")
+        runs = client.search_runs([experiment_id], filter_string=f"attributes.run_name LIKE '{like}%'",
+                                  max_results=5000)
+        taken = {r.info.run_name for r in runs}
+    except Exception as exc:  # noqa: BLE001 - a name is a convenience: never fail a run for it
+        log.debug("run name lookup failed: %s", exc)
+        return name
+    if name not in taken:
+        return name
+    i = 2
+    while f"{name}-{i}" in taken:
+        i += 1
+    return f"{name}-{i}"

@@ -228,6 +228,11 @@ def log_artifacts(tracking_uri: str, run_id: str, paths: Iterable[Path], artifac
             with_store_retry(c.log_artifact, run_id, str(p), artifact_path=artifact_path)
 
 
+def list_artifact_dirs(tracking_uri: str, run_id: str) -> list[str]:
+    """Top-level artifact paths of a run (files and folders)."""
+    return [a.path for a in client(tracking_uri).list_artifacts(run_id)]
+
+
 def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float]) -> None:
     """Log metrics (step 0, now) to a run in one batch, retrying on SQLite contention."""
     from mlflow.entities import Metric

@@ -245,7 +245,9 @@ def start_parent_run(config: DictConfig) -> dict[str, Any] | None:
         "pdr.sweep_dir": str(sweep_dir),
         "git_commit": git_commit(),
         "overrides": " ".join(overrides)[:5000],
-        "sweep_params": json.dumps(OmegaConf.to_container(params_cfg) if params_cfg else {})[:5000],
+        # The preset's params and the command line's sweeps, as the jobs ran them (the axes).
+        "sweep_params": json.dumps({**(OmegaConf.to_container(params_cfg) if params_cfg else {}),
+                                    **{k: ",".join(v) for k, v in axes.items()}})[:5000],
         "launcher": str(OmegaConf.select(config, "hydra.launcher._target_") or "")[:500],
         "sweeper": str(OmegaConf.select(config, "hydra.sweeper._target_") or "")[:500],
     }

@@ -88,7 +88,10 @@ def test_quickstart_logs_one_mlflow_run(quickstart):
     summary = json.loads((_run_dir(cwd) / "summary.json").read_text())["metrics"]
     assert metrics["accuracy"] == pytest.approx(summary["accuracy"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"results.jsonl", "summary.json", "config.json", "traces.jsonl"} <= artifacts
+    assert {"results.jsonl", "summary.json", "config.json", "trace_view.html"} <= artifacts
+    # Traces are stored once: a local artifact store leaves them in the run directory, and says so.
+    assert "traces.jsonl" not in artifacts
+    assert run.data.tags["pdr.traces_file"] == str((_run_dir(cwd) / "traces.jsonl").resolve())
 
 
 def test_repo_readme_states_the_commands():

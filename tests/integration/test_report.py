@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -39,13 +40,13 @@ def test_cli_builds_plots_table_and_html_from_the_store(sweep, tmp_path, capsys)
         data = (out / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000
     csv = (out / "pareto.csv").read_text().splitlines()
-    assert len(csv) == 1 + 4 and csv[0].startswith("dataset,group,label,accuracy")
+    assert len(csv) == 1 + 4 and csv[0].startswith("n,dataset,strategy,group,label,accuracy")
     html = (out / "pareto.html").read_text()
     assert SIMULATED_MARK in html and html.count("data:image/png;base64,") == 2
     assert "<table" in html and all(g in html for g in ("long_cot", "majority", "pdr"))
     assert "src=\"http" not in html and "<script" not in html  # self-contained
     md = (out / "pareto.md").read_text()
-    assert SIMULATED_MARK in md and md.count("\n| tiny |") == 4
+    assert SIMULATED_MARK in md and len(re.findall(r"\n\| \d+ \| tiny \|", md)) == 4
 
 
 @pytest.mark.slow
@@ -59,10 +60,16 @@ def test_report_for_a_parent_run_is_logged_to_it(sweep, tmp_path):
     assert main(["--parent-run", parent, "--tracking-uri", uri, "--out", str(tmp_path / "p")]) == 0
     html = (tmp_path / "p" / "pareto.html").read_text()
     assert f"sweep {parent}" in html and html.count("<tr>") == 2  # the sweep's two children (body rows)
-    assert art.read_text() == html  # the CLI's report replaced it on the parent run
+    assert art.read_text() != html and "(quickstart)" in art.read_text()  # the sweep's own report is kept
     logged = {a.path for a in c.list_artifacts(parent, "report")}
     assert {"report/pareto.html", "report/pareto_seq_tokens.png", "report/pareto_total_tokens.png",
             "report/pareto.csv"} <= logged
+    cli = {a.path for a in c.list_artifacts(parent, "report-cli")}
+    assert "report-cli/pareto.html" in cli
+    # Again, to the same --out: neither the local files nor the logged ones are overwritten.
+    assert main(["--parent-run", parent, "--tracking-uri", uri, "--out", str(tmp_path / "p")]) == 0
+    assert (tmp_path / "p-2" / "pareto.html").exists()
+    assert {a.path for a in c.list_artifacts(parent)} >= {"report", "report-cli", "report-cli-2"}
 
 
 @pytest.mark.slow
@@ -114,20 +121,64 @@ def test_table_groups_by_strategy_per_dataset_and_marks_frontiers(tmp_path):
     ])
     table = pareto_table(runs)
     assert len(table) == 6  # the FAILED run is left out
-    assert set(table["group"]) == {"long_cot", "pdr", "sr+ea"}
+    assert set(table["group"]) == {"long_cot", "pdr", "sr+ea"}  # only budgets vary: colour = strategy
     t24 = table[table["dataset"] == "aime2024"].set_index(["group", "seq_tokens"])
     assert t24.loc[("pdr", 30_000), "frontier_seq"] and not t24.loc[("pdr", 40_000), "frontier_seq"]
     assert t24.loc[("long_cot", 10_000), "overall_frontier_total"]
     assert not t24.loc[("sr+ea", 60_000), "overall_frontier_seq"]  # pdr at 30K seq is more accurate
     # aime2025's single pdr run is on its own frontier: datasets are never compared with each other.
     assert table[table["dataset"] == "aime2025"]["frontier_seq"].all()
-    assert "max_tokens=10240" in set(t24["label"])
+    assert set(t24["label"]) == {"max_tokens=10240", "max_tokens=18432"}  # only the varying key
     paths = build_report(runs, tmp_path / "r", title="synthetic <b>")
     html = paths["html"].read_text()
     assert SIMULATED_MARK not in html  # real-engine runs carry no simulated mark
     assert "synthetic &lt;b&gt;" in html
-    assert table.columns[0] == "dataset"
+    assert list(table.columns[:3]) == ["n", "dataset", "strategy"] and list(table["n"]) == list(range(1, 7))
     with pytest.raises(KeyError, match="--group-by nope"):
         pareto_table(runs, group_by="nope")
     with pytest.raises(ValueError, match="no finished runs"):
         build_report(runs[runs["status"] == "FAILED"], tmp_path / "empty")
+
+
+def test_auto_grouping_colours_by_the_sweep_axes_labels_with_them_and_merges_repeats(tmp_path):
+    """A PDR sweep over distill x widths x max_tokens: every configuration was one colour and
+    labels read like `max_tokens=4096, name=tiny`; now the colours are the distill types, the
+    labels are the varying keys only, and a configuration run twice is one point."""
+    rows = []
+    for d_i, distill in enumerate(["global_summary", "top_k_per_sample"]):
+        for w_i, widths in enumerate(["[4, 2]", "[8, 4]"]):
+            for m_i, mt in enumerate(["4096", "8192"]):
+                rows.append({"strategy": "pdr", "dataset": "tiny", "acc": 0.5 + 0.1 * d_i + 0.05 * w_i + 0.02 * m_i,
+                             "seq": 1000 * (1 + w_i + m_i), "total": 5000 * (1 + w_i + m_i), "mt": mt,
+                             "distill": distill, "widths": widths})
+    rows.append(dict(rows[0]))  # the same configuration again (same run key)
+    runs = _frame(rows)
+    runs["params.strategy.distill"] = [r["distill"] for r in rows]
+    runs["params.strategy.widths"] = [r["widths"] for r in rows]
+    runs["params.dataset.name"] = "tiny"
+    runs["tags.run_key"] = [f"{r['distill']}{r['widths']}{r['mt']}" for r in rows]
+    table = pareto_table(runs)
+    assert len(table) == 8 and table["runs"].max() == 2  # the repeat is merged
+    assert set(table["group"]) == {"pdr distill=global_summary", "pdr distill=top_k_per_sample"}
+    assert table.attrs["varying_keys"] == ["strategy.distill", "strategy.widths", "sampling.max_tokens"]
+    for label in table["label"]:
+        assert re.findall(r"(\w+)=", label) == ["distill", "widths", "max_tokens"]
+        assert "name=" not in label
+    assert table.groupby("strategy")["frontier_seq"].any().all()  # frontier per strategy
+    paths = build_report(runs, tmp_path / "r")
+    assert paths["seq_png"].read_bytes().startswith(PNG_MAGIC)
+    md = paths["md"].read_text()
+    assert "| n | dataset | group | label | runs |" in md and "distill=top_k_per_sample" in md
+
+
+@pytest.mark.slow
+def test_a_command_line_sweep_records_its_axes_and_names_its_runs(sweep):
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    _, uri, parent = sweep
+    c = MlflowClient(tracking_uri=uri)
+    assert json.loads(c.get_run(parent).data.tags["sweep_params"]) == {"strategy.widths": "[2],[4,2]"}
+    children = c.search_runs([c.get_run(parent).info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+    assert sorted(r.info.run_name for r in children) == ["pdr-2-gsum-tiny", "pdr-4x2-gsum-tiny"]

@@ -75,18 +75,23 @@ def test_rounds_workspaces_and_final_output_are_shown_and_escaped(tmp_path):
     assert html.index("Round 1") < html.index("Workspace given") < html.index("Round 2")  # step order
 
 
-def test_selection_first_problems_plus_failures_and_size_bounds(tmp_path):
+def test_every_problem_sample_failures_first_with_navigation_and_size_bounds(tmp_path):
     pairs = [_pdr_trace(f"q{i}", s, "correct", "7") for i in range(1, 13) for s in range(2)]
     pairs.append(_pdr_trace("q11", 2, "wrong", "9"))  # the failing sample of a problem beyond the first N
     long_text = "x" * 50_000 + " THE-END"
     pairs[0][0]["calls"][1]["outputs"][0]["reasoning"] = long_text
     _write_run(tmp_path, pairs)
-    html = write_trace_html(tmp_path, problems=3, max_chars=2000).read_text()
+    html = write_trace_html(tmp_path, max_chars=2000).read_text()
     shown = re.findall(r'<div class="entry" id="p-([^"]+)">', html)
-    assert shown == ["q1-0", "q2-0", "q3-0", "q11-2"]  # natural id order, lowest sample, then failures
+    # every problem-sample, failures first, then natural id order and sample order
+    assert shown[0] == "q11-2" and len(shown) == 25 and shown[1:5] == ["q1-0", "q1-1", "q2-0", "q2-1"]
+    assert all(f"href='#p-{s}'" in html for s in shown)  # each one reachable from the index
+    assert "next &rarr;" in html and "&larr; previous" in html and "href='#top'" in html
     assert "characters left out here" in html and "THE-END" in html and "x" * 2500 not in html
-    small = write_trace_html(tmp_path, problems=12, max_chars=2000, max_bytes=12_000)
-    assert small.stat().st_size < 20_000 and "Page size limit reached" in small.read_text()
+    small = write_trace_html(tmp_path, max_chars=2000, max_bytes=12_000).read_text()
+    assert "Page size limit reached" in small and "compact" in small
+    assert len(re.findall(r'<div class="entry" id="p-', small)) == 25  # compact entries still reach all
+    assert len(small) < len(html)
 
 
 def test_choose_orders_failures_by_severity():
