@@ -191,19 +191,21 @@ def log_run_traces(run_dir: Path, run_id: str, experiment_id: str, mode: str,
         return 0
     import mlflow
 
-    from pdr.results.files import final_rows
-
     path = traces_file or next((p for p in (run_dir / "traces.jsonl.gz", run_dir / "traces.jsonl") if p.exists()),
                                run_dir / "traces.jsonl")
     latest = {(str(t["problem_id"]), int(t["sample"])): t for t in read_entries(path)
               if "problem_id" in t and "sample" in t}
-    rows = {(str(r["problem_id"]), int(r["sample"])): r for r in final_rows(read_entries(run_dir / "results.jsonl"))}
+    # The last row of each problem-sample wins (as in the traces), should a resume have left two.
+    rows = {(str(r["problem_id"]), int(r["sample"])): r for r in read_entries(run_dir / "results.jsonl")}
     fallback = time.time()
     n = 0
     for entry in select(list(latest.values()), mode):
         key = (str(entry["problem_id"]), int(entry["sample"]))
         log_trace(entry, rows.get(key), run_id, experiment_id, fallback)
         n += 1
+    # MLflow announces its exit-time flush at INFO after pdr's closing table; the traces are flushed
+    # just below anyway, so that line says nothing to the user.
+    logging.getLogger("mlflow.tracing.export.async_export_queue").setLevel(logging.WARNING)
     if n and hasattr(mlflow, "flush_trace_async_logging"):
         mlflow.flush_trace_async_logging()
     return n
