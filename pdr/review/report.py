@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SIMULATED_MARK = "SIMULATED engine — not model results"
+# Oracle runs build workspaces from gold-correct/-incorrect drafts (strategy.selection=oracle_*):
+# an analysis of verification ability, never a result a deployable system reaches.
+ORACLE_MARK = "ORACLE workspaces (gold answers used) — analysis runs, marked [oracle]"
 AXES = {"seq_tokens": "sequential tokens (critical path, mean per problem-sample)",
         "total_tokens": "total tokens (all calls, mean per problem-sample)"}
 # Params that say where/how a run was logged, not what it computed: never used in point labels.
@@ -52,7 +55,7 @@ _LABEL_SKIP = ("tracking.", "output_dir", "resume", "progress", "notes", "cache.
                "engine.max_error_rate", "engine.api_key_env", "engine.launch", "engine.server_args", "metrics.")
 _TABLE_COLS = ["n", "dataset", "strategy", "group", "label", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "seq_tokens",
                "total_tokens", "frontier_seq", "frontier_total", "overall_frontier_seq", "overall_frontier_total",
-               "problems", "samples", "runs", "simulated", "status", "run_name", "run_id"]
+               "problems", "samples", "runs", "simulated", "oracle", "status", "run_name", "run_id"]
 
 
 # --- table ------------------------------------------------------------------------------------
@@ -182,10 +185,15 @@ def pareto_table(runs: pd.DataFrame, group_by: str = "auto", include_unfinished:
         "samples": df.get("params.samples", pd.Series([""] * len(df))),
         "runs": df["runs"],
         "simulated": df["simulated"].astype(bool) if "simulated" in df else False,
+        "oracle": df["oracle"].astype(bool) if "oracle" in df else False,
         "status": df["status"],
         "run_name": df["run_name"],
         "run_id": df["run_id"],
     })
+    if bool(out["oracle"].any()):  # oracle runs are their own curves, labelled as such
+        oracle = out["oracle"].astype(bool)
+        for col in ("group", "strategy", "label"):
+            out.loc[oracle, col] = out.loc[oracle, col].astype(str) + " [oracle]"
     if "model" in df and df["model"].nunique() > 1:  # runs of different models are different curves
         out["group"] = df["model"].astype(str) + "/" + out["group"]
         out["strategy"] = df["model"].astype(str) + "/" + out["strategy"]
@@ -352,6 +360,9 @@ def _html(table: pd.DataFrame, images: dict[str, Path], title: str) -> str:
         f'{base64.b64encode(path.read_bytes()).decode()}"><figcaption>{esc(name)}</figcaption></figure>'
         for name, path in images.items())
     banner = f'<div class="sim">{esc(SIMULATED_MARK)}</div>' if sim else ""
+    if bool(table["oracle"].any()):
+        banner += f'<div class="sim">{esc(ORACLE_MARK)}</div>'
+
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
 <style>
@@ -399,6 +410,7 @@ def build_report(runs: pd.DataFrame, out_dir: Path, group_by: str = "auto", titl
     table.to_csv(paths["csv"], index=False)
     paths["md"] = out_dir / "pareto.md"
     head = f"# {title}\n\n" + (f"**{SIMULATED_MARK}**\n\n" if table["simulated"].any() else "")
+    head += f"**{ORACLE_MARK}**\n\n" if table["oracle"].any() else ""
     paths["md"].write_text(head + _markdown(table), encoding="utf-8")
     paths["html"] = out_dir / "pareto.html"
     paths["html"].write_text(_html(table, {"accuracy vs sequential tokens": paths["seq_png"],
@@ -477,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         store.log_artifacts(uri, args.parent_run, list(paths.values()), artifact_path=artifact_path)
     table = pareto_table(runs, args.group_by, args.include_unfinished)
     sim = bool(table["simulated"].any())
-    print(f"pdr.report: {len(table)} runs from {uri}" + (f"   [{SIMULATED_MARK}]" if sim else ""))
+    print(f"pdr.report: {len(table)} runs from {uri}" + (f"   [{SIMULATED_MARK}]" if sim else "")
+          + (f"   [{ORACLE_MARK}]" if table["oracle"].any() else ""))
     front = table[table["frontier_seq"] | table["frontier_total"]]
     print("frontier runs (acc [CI], seq tokens, total tokens; * = on that axis' frontier):")
     for _, r in front.iterrows():

@@ -74,6 +74,7 @@ def derive_columns(df: pd.DataFrame) -> pd.DataFrame:
 
     df = df.copy()
     df["simulated"] = (tag("simulated") == "true") if "tags.simulated" in df else False
+    df["oracle"] = (tag("oracle") == "true") if "tags.oracle" in df else False
     df["is_sweep_parent"] = (tag(SWEEP_PARENT_TAG) == "true") if f"tags.{SWEEP_PARENT_TAG}" in df else False
     for name in ("strategy", "dataset", "model"):
         df[name] = tag(name)

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 import pandas as pd
 import pytest
 
-from pdr.review.report import SIMULATED_MARK, build_report, main, pareto_mask, pareto_table
+from pdr.review.report import ORACLE_MARK, SIMULATED_MARK, build_report, main, pareto_mask, pareto_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -104,7 +104,7 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
                      "metrics.total_tokens": r["total"], "params.sampling.max_tokens": r["mt"],
                      "params.strategy.error_analysis": r.get("ea"),
                      "tags.strategy": r["strategy"], "tags.dataset": r["dataset"], "tags.model": "m",
-                     "tags.simulated": "false"})
+                     "tags.simulated": "false", "tags.oracle": r.get("oracle", "false")})
     return derive_columns(pd.concat([df, pd.DataFrame(recs)], ignore_index=True))
 
 
@@ -182,3 +182,18 @@ def test_a_command_line_sweep_records_its_axes_and_names_its_runs(sweep):
     assert json.loads(c.get_run(parent).data.tags["sweep_params"]) == {"strategy.widths": "[2],[4,2]"}
     children = c.search_runs([c.get_run(parent).info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
     assert sorted(r.info.run_name for r in children) == ["pdr-2-gsum-tiny", "pdr-4x2-gsum-tiny"]
+
+
+def test_oracle_runs_are_their_own_marked_curves(tmp_path):
+    """Oracle-PDR (workspaces from gold answers) is an analysis, never a deployable result: its
+    points form their own curve, labelled [oracle], and the report says so."""
+    runs = _frame([
+        {"strategy": "pdr", "dataset": "aime2024", "acc": 0.6, "seq": 30_000, "total": 200_000, "mt": "10240"},
+        {"strategy": "pdr", "dataset": "aime2024", "acc": 0.8, "seq": 30_000, "total": 200_000, "mt": "10240",
+         "oracle": "true"},
+    ])
+    table = pareto_table(runs)
+    assert set(table["group"]) == {"pdr", "pdr [oracle]"}
+    assert table["frontier_seq"].all()  # the oracle curve does not dominate the real one away
+    md = build_report(runs, tmp_path / "r", title="t")["md"].read_text()
+    assert ORACLE_MARK in md
