@@ -48,7 +48,13 @@ class MlflowSweepCallback(Callback):
 
     # -- multirun start ---------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from pdr.tracking.sweep import LAUNCHER_PID_ENV, start_parent_run
+        from pdr.tracking.sweep import LAUNCHER_PID_ENV, inert_sim_axes, start_parent_run
+
+        for key in inert_sim_axes(config):  # once per sweep, before any job runs
+            log.warning(
+                "sweep axis %s cannot change a simulated result (engine=sim ignores it): its jobs will give "
+                "identical numbers; sweep it on a real engine, or drop it", key
+            )
 
         # Local parallel workers (joblib/loky) inherit it and stop when this process is gone.
         os.environ[LAUNCHER_PID_ENV] = f"{socket.gethostname()}:{os.getpid()}"

@@ -200,6 +200,23 @@ def _sweep_axes(config: DictConfig) -> dict[str, list[str]]:
     return axes
 
 
+# Sweep axes that cannot change a simulated result: the sim draws from per-call seeds and ignores
+# the sampling knobs, and client limits, caching and grading workers change no engine's outputs.
+SIM_INERT_KEYS = frozenset({
+    "sampling.temperature", "sampling.top_p", "sampling.top_k",
+    "engine.max_concurrency", "engine.timeout_s", "engine.max_retries",
+    "cache.mode", "grading.workers", "progress",
+})  # fmt: skip
+
+
+def inert_sim_axes(config: DictConfig) -> list[str]:
+    """The swept keys of a multirun `config` that cannot change its results on engine=sim (every
+    job of such an axis computes the same numbers): [] unless the sweep runs the simulated engine."""
+    if OmegaConf.select(config, "engine.name") != "sim":
+        return []
+    return sorted(k for k in _sweep_axes(config) if k.lstrip("+~") in SIM_INERT_KEYS)
+
+
 def start_parent_run(config: DictConfig) -> dict[str, Any] | None:
     """Create the sweep's parent run from the multirun `config` (Hydra's, with `hydra.*`) and write
     `<sweep_dir>/mlflow_parent.json` (module docstring); also export its path as
