@@ -204,6 +204,10 @@ class OpenAIEngineConfig(EngineConfig):
     api_key_env: str | None = "OPENAI_API_KEY"
     fork: str = "n"  # "n" | "fanout" (for servers without n support)
     extra_body: dict[str, Any] = field(default_factory=dict)  # merged into every request body
+    # Where the provider reads a thinking budget (a dotted path into the body), so that
+    # sampling.thinking_tokens is enforced by the server: e.g. Gemini's OpenAI-compatible endpoint
+    # "google.thinking_config.thinking_budget". null: not enforceable here (warned once).
+    thinking_budget_field: str | None = None
     # The body field of the generation cap. "auto": `max_tokens` (the one vLLM, SGLang, llama.cpp
     # and hosted APIs all read; llama.cpp drops `max_completion_tokens` silently), switching to
     # `max_completion_tokens` when the server asks for it or ignores the cap.
@@ -230,6 +234,11 @@ class OpenAIEngineConfig(EngineConfig):
             "max_tokens_field", self.max_tokens_field, ("auto", "max_tokens", "max_completion_tokens")
         )
         _check_http_client(self)
+        if self.thinking_budget_field is not None and not all(self.thinking_budget_field.split(".")):
+            raise ConfigError(
+                f"engine.thinking_budget_field={self.thinking_budget_field!r}: a dotted path into the request "
+                "body, e.g. google.thinking_config.thinking_budget (or null)"
+            )
 
 
 # Engine name -> schema. `register_configs()` stores each as `<name>_schema` in Hydra's engine

@@ -171,8 +171,12 @@ class OpenAIEngine(HttpEngine):
     def _sender(self, request: GenRequest) -> Callable[[int], Awaitable[list[Completion]]]:
         http = self._require_http()
         cfg = self.cfg
+        extra = cfg.extra_body
         if request.sampling.thinking_tokens is not None:
-            thinking.warn_not_enforced(self.name, "chat")
+            if cfg.thinking_budget_field:  # the provider enforces the cap, in its own field
+                extra = thinking.with_budget_field(extra, cfg.thinking_budget_field, request.sampling.thinking_tokens)
+            else:
+                thinking.warn_not_enforced(self.name, "chat")
 
         async def post(max_tokens: int, field: str) -> list[Completion]:
             body = chat_body(
@@ -181,7 +185,7 @@ class OpenAIEngine(HttpEngine):
                 max_tokens=max_tokens,
                 max_tokens_field=field,
                 seed=request.seed if cfg.send_seed else None,
-                extra=cfg.extra_body,
+                extra=extra,
             )
             t0 = time.monotonic()
             try:

@@ -29,6 +29,8 @@ keeps each request's own counts (cap, prompt, completion, cached, finish) for th
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncio
 import logging
 import time
@@ -142,6 +144,21 @@ async def generate_native(engine: SGLangEngine, http: HttpClient, request: GenRe
     return list(await asyncio.gather(*(finish(i) for i in range(request.n))))
 
 
+def with_budget_field(extra: dict[str, Any], path: str, budget: int) -> dict[str, Any]:
+    """`extra` (engine.extra_body) with `budget` set at the dotted `path` (engine.thinking_budget_field,
+    e.g. "google.thinking_config.thinking_budget"), intermediate mappings created or copied: the
+    provider enforces the thinking cap. `extra` itself is not modified."""
+    out = dict(extra)
+    node = out
+    *parents, leaf = path.split(".")
+    for key in parents:
+        child = node.get(key)
+        node[key] = dict(child) if isinstance(child, dict) else {}
+        node = node[key]
+    node[leaf] = budget
+    return out
+
+
 def warn_not_enforced(engine_name: str, api: str) -> None:
     """Say once per process that a thinking cap is not enforced by pdr on this API."""
     key = f"{engine_name}:{api}"
@@ -149,8 +166,8 @@ def warn_not_enforced(engine_name: str, api: str) -> None:
         _warned.add(key)
         log.warning(
             "%s (%s API): sampling.thinking_tokens is not enforced by pdr here; each call is capped at "
-            "sampling.max_tokens = thinking + answer. Map the thinking cap to the provider's own field with "
-            "engine.extra_body (docs/real-servers.md, 'Thinking budget'), or use engine=sglang engine.api=native",
+            "sampling.max_tokens = thinking + answer. Name the provider's own thinking-budget field with "
+            "engine.thinking_budget_field (docs/real-servers.md §12), or use engine=sglang engine.api=native",
             engine_name,
             api,
         )

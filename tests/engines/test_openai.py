@@ -148,6 +148,20 @@ def test_extra_body_and_max_tokens_field(fake: FakeSGLangServer) -> None:
     assert c.reasoning  # raw <think> in content, separated client-side
 
 
+def test_a_thinking_cap_goes_to_the_providers_own_field(fake: FakeSGLangServer, caplog) -> None:
+    """engine.thinking_budget_field: the provider enforces sampling.thinking_tokens (merged into
+    engine.extra_body, which keeps its own keys); without it, pdr says the cap is not enforced."""
+    cfg = make_cfg(fake, thinking_budget_field="google.thinking_config.thinking_budget",
+                   extra_body={"google": {"thinking_config": {"include_thoughts": True}}, "x": 1})
+    req = GenRequest((Message("user", "think"),), SamplingParams(max_tokens=900, thinking_tokens=700), seed=5)
+    with_engine(cfg, lambda e: e.generate(req))
+    body = fake.last_body("/v1/chat/completions")
+    assert body["google"] == {"thinking_config": {"include_thoughts": True, "thinking_budget": 700}}
+    assert body["x"] == 1 and cfg.extra_body["google"] == {"thinking_config": {"include_thoughts": True}}
+    with pytest.raises(ConfigError, match="engine.thinking_budget_field='a..b'"):
+        make_cfg(fake, thinking_budget_field="a..b")
+
+
 def test_model_not_served_is_a_clear_error(fake: FakeSGLangServer) -> None:
     with pytest.raises(ConfigError, match="engine.model='nope' is not served"):
         with_engine(make_cfg(fake, model="nope"), lambda e: asyncio.sleep(0))
