@@ -29,8 +29,6 @@ keeps each request's own counts (cap, prompt, completion, cached, finish) for th
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncio
 import logging
 import time
