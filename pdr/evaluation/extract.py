@@ -137,16 +137,25 @@ def _box_at(text: str, start: int) -> str | None:
     if opener is None:
         spaced = _BOX_SPACE_FORM.match(text, start)
         return (spaced.group(1).rstrip(".,;:") or None) if spaced else None
+    close = _closing_brace(text, opener.end())
+    if close is None:
+        return None
+    content = text[opener.end() : close]
+    return None if _is_blank(content) else content.strip()
+
+
+def _closing_brace(text: str, pos: int) -> int | None:
+    """Index of the ``}`` that closes the group whose content starts at ``pos`` (just after its
+    ``{``), escaped braces skipped; None when it never closes (the output was cut there)."""
     depth = 1
-    for m in _BRACES.finditer(text, opener.end()):
+    for m in _BRACES.finditer(text, pos):
         kind = m.lastgroup
         if kind == "open":
             depth += 1
         elif kind == "close":
             depth -= 1
             if depth == 0:
-                content = text[opener.end() : m.start()]
-                return None if _is_blank(content) else content.strip()
+                return m.start()
     return None
 
 
@@ -234,18 +243,8 @@ def _is_blank(content: str) -> bool:
 def _ends_inside_a_box(text: str) -> bool:
     """True when the last box command never closes: the output was cut inside ``\boxed{``."""
     start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start < 0 or not _BOX_OPEN.match(text, start):
-        return False
-    depth = 0
-    for m in _BRACES.finditer(text, _BOX_OPEN.match(text, start).end() - 1):
-        kind = m.lastgroup
-        if kind == "open":
-            depth += 1
-        elif kind == "close":
-            depth -= 1
-            if depth == 0:
-                return False
-    return True
+    opener = _BOX_OPEN.match(text, start) if start >= 0 else None
+    return opener is not None and _closing_brace(text, opener.end()) is None
 
 
 def _with_boxes_on_the_same_line(text: str, answer: str) -> str:
