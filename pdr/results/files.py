@@ -42,18 +42,19 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Rows of a JSONL file; a torn last line (a crash mid-write) is skipped with a warning."""
     if not path.exists():
         return
+    # Streamed with one line of look-ahead (only the last line may be torn): traces.jsonl can be
+    # gigabytes, and compact_jsonl and resume read it whole.
     with path.open(encoding="utf-8") as f:
-        lines = f.readlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
+        prev: str | None = None
+        for line in f:
+            if prev is not None and prev.strip():
+                yield json.loads(prev)  # not the last line: corruption here is an error
+            prev = line
+    if prev is not None and prev.strip():
         try:
-            yield json.loads(line)
+            yield json.loads(prev)
         except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                log.warning("%s: ignoring a torn last line (an interrupted write)", path)
-            else:
-                raise
+            log.warning("%s: ignoring a torn last line (an interrupted write)", path)
 
 
 def write_json(path: Path, data: Any) -> None:
