@@ -248,7 +248,7 @@ class Executor:
             extract=self.extract,
             gold_correct=gold_correct if self.graph.oracle else None,
         )
-        flags = {"simulated": bool(getattr(self.engine, "simulated", False)), "oracle": self.graph.oracle}
+        flags = {"simulated": bool(self.engine.simulated), "oracle": self.graph.oracle}
         try:
             state = await run_graph(self.graph, ctx)
             return Outcome(

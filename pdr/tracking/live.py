@@ -32,14 +32,16 @@ log = logging.getLogger(__name__)
 
 
 class _Watched:
-    """The engine, with `generate` counting the completions' calls and tokens (same contract)."""
+    """The engine as the executor uses it (`generate`, `count_tokens`, `name`, `simulated`), with
+    `generate` counting the completions' calls and tokens (same contract). Explicit members, no
+    attribute pass-through: what the executor needs from an engine is the Engine protocol."""
 
     def __init__(self, engine: Any, progress: RunProgress):
         self._engine = engine
         self._progress = progress
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine, name)
+        self.name = engine.name
+        self.simulated = engine.simulated
+        self.count_tokens = engine.count_tokens
 
     async def generate(self, request: Any) -> Any:
         out = await self._engine.generate(request)
