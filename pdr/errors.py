@@ -57,3 +57,10 @@ def did_you_mean(value: str, choices: Iterable[str]) -> str:
 
     close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    """ConfigError naming the override key, the value, the closest choice and all choices, unless
+    `value` is one of `choices`."""
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r}: unknown{did_you_mean(value, choices)} (choose one of {', '.join(choices)})")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pdr.errors import ConfigError, did_you_mean
+from pdr.errors import ConfigError, check_choice
 
 
 @dataclass
@@ -79,13 +79,6 @@ class SimEngineConfig(EngineConfig):
                 raise ConfigError(f"engine.{key}={v}: must be >= 0")
 
 
-def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(
-            f"engine.{key}={value!r}: unknown{did_you_mean(value, choices)} (choose one of {', '.join(choices)})"
-        )
-
-
 def _check_http_client(cfg: SGLangEngineConfig | OpenAIEngineConfig) -> None:
     """Checks shared by the two HTTP engines (pure: no I/O)."""
     if not cfg.url.startswith(("http://", "https://")):
@@ -96,8 +89,8 @@ def _check_http_client(cfg: SGLangEngineConfig | OpenAIEngineConfig) -> None:
         raise ConfigError(
             "engine.api_key_env='': give the NAME of an environment variable, or null for no key"
         )
-    _check_choice("fork", cfg.fork, ("n", "fanout"))
-    _check_choice("on_context_overflow", cfg.on_context_overflow, ("error", "truncate"))
+    check_choice("engine.fork", cfg.fork, ("n", "fanout"))
+    check_choice("engine.on_context_overflow", cfg.on_context_overflow, ("error", "truncate"))
     if cfg.max_n < 1:
         raise ConfigError(f"engine.max_n={cfg.max_n}: must be >= 1 (the largest n one request asks for)")
     for key in ("ready_timeout_s", "connect_timeout_s", "max_downtime_s"):
@@ -175,7 +168,7 @@ class SGLangEngineConfig(EngineConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_choice("api", self.api, ("native", "chat"))
+        check_choice("engine.api", self.api, ("native", "chat"))
         _check_http_client(self)
         if self.startup_timeout_s <= 0 or self.stop_grace_s < 0:
             raise ConfigError(
@@ -230,8 +223,8 @@ class OpenAIEngineConfig(EngineConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_choice(
-            "max_tokens_field", self.max_tokens_field, ("auto", "max_tokens", "max_completion_tokens")
+        check_choice(
+            "engine.max_tokens_field", self.max_tokens_field, ("auto", "max_tokens", "max_completion_tokens")
         )
         _check_http_client(self)
         if self.thinking_budget_field is not None and not all(self.thinking_budget_field.split(".")):

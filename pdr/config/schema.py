@@ -20,9 +20,8 @@ from pdr.config.strategy import (
     PDRStrategyConfig,
     SRStrategyConfig,
     StrategyConfig,
-    check_choice,
 )
-from pdr.errors import ConfigError, did_you_mean
+from pdr.errors import ConfigError, check_choice, did_you_mean
 
 BUDGET_FORCING = ("continue", "logit_processor")
 PAPER_ANSWER_TOKENS = 2048  # the paper's answer buffer after the thinking cap

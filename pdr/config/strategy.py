@@ -17,12 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pdr.errors import ConfigError, did_you_mean
-
-
-def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key}={value!r}: unknown{did_you_mean(value, choices)} (choose one of {', '.join(choices)})")
+from pdr.errors import ConfigError
 
 
 @dataclass
