@@ -54,8 +54,10 @@ def write_summary(
     run_dir = plan.run_dir
     # One row (and trace) per problem-sample: a resume appended newer rows for re-run error rows.
     # Before anything reads the files, so that summary.json, results.jsonl and the MLflow
-    # artifact (logged from the file next) agree. The writer is closed by now.
-    for name in (RESULTS, TRACES):
+    # artifact (logged from the file next) agree. The writer is closed by now. A first attempt
+    # writes each problem-sample once, so only a resumed run can hold superseded lines (and
+    # traces.jsonl of a paper-scale run is gigabytes: not parsed for nothing).
+    for name in (RESULTS, TRACES) if plan.attempt > 1 else ():
         dropped = compact_jsonl(run_dir / name)
         if dropped:
             log.info("%s: dropped %d superseded line(s) of earlier attempts", name, dropped)
