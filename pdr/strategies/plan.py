@@ -28,7 +28,6 @@ from pdr.strategies.distill import Distill
 from pdr.strategies.generate import Generate
 from pdr.strategies.graph import Graph
 
-
 # With no context length known (neither engine.context_length nor the server says), a step is still
 # refused when no model could hold it: 10 Mi tokens is beyond every context window served today. A
 # width whose summarizer must read all its drafts in one call is then one no schedule could serve
