@@ -58,10 +58,9 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 from pdr.evaluation.extract import last_boxed
 from pdr.evaluation.grading import Grade, Grader
@@ -84,8 +83,7 @@ REWARD_WRONG = 0.0
 GROUND_TRUTH_COLUMNS = ("answer", "solution")  # TRL dataset columns read by pdr_reward, in order
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """One response's reward and why.
 
     score:  REWARD_CORRECT (1.0) or REWARD_WRONG (0.0).
@@ -94,6 +92,9 @@ class Verdict:
             grader failed or its workers could not start: no verdict, scored 0.0).
     pred:   the extracted final answer, or None.
     reason: None, or what went wrong (the grader's ``Grade.error``, or the invalid input's type).
+
+    A NamedTuple, not a dataclass: verl may load this file by path without registering it in
+    ``sys.modules``, where ``dataclasses`` fails (it looks the module up).
     """
 
     score: float

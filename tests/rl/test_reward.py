@@ -225,3 +225,16 @@ def test_fork_resets_the_process_grader():
     os.waitpid(pid, 0)
     assert got == b"1"
     assert R._grader is parent
+
+
+def test_loads_the_way_verl_loads_a_custom_reward_function():
+    """verl 0.9.1 `load_module`: a file path is exec'd under a made-up name that is not in
+    sys.modules (dataclasses fail there); `pkg://` imports the module by name."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"custom_module_{os.getpid()}", R.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fn = module.compute_score
+    assert fn("aime", r"<think>\boxed{3}</think>\boxed{\frac{1}{2}}", "0.5", {})["score"] == 1.0
+    assert fn("aime", r"\boxed{x+2}", "x+1", {})["score"] == 0.0  # through math-verify in its own grader
