@@ -28,7 +28,11 @@ def test_pdr_rollout_with_width_two_returns_every_calls_logprobs(llama_server):
                     "pdr", engine, overrides)  # fmt: skip
     assert ep.status != "error", ep.error
     # Two drafts (the server ignores n: fanned out) and the final refine.
-    assert [(c.step, c.kind, c.branch) for c in ep.calls] == [(0, "draft", 0), (0, "draft", 1), (2, "refine", 0)]
+    assert [(c.step, c.kind, c.branch) for c in ep.calls] == [
+        (0, "draft", 0),
+        (0, "draft", 1),
+        (2, "refine", 0),
+    ]
     assert ep.calls[-1].final and ep.reward in (0.0, 1.0)
     for c in ep.calls:
         assert 0 < c.completion_tokens <= CAP
@@ -36,7 +40,10 @@ def test_pdr_rollout_with_width_two_returns_every_calls_logprobs(llama_server):
         assert all(isinstance(x, float) and math.isfinite(x) and x <= 0.0 for x in c.logprobs)
         assert c.token_ids is None  # llama-cpp-python sends token strings only
     # The refine saw the kept draft: the operator's prompt.
-    assert ep.calls[0].text[:20] in ep.calls[2].messages[-1]["content"] or ep.calls[1].text[:20] in ep.calls[2].messages[-1]["content"]
+    assert (
+        ep.calls[0].text[:20] in ep.calls[2].messages[-1]["content"]
+        or ep.calls[1].text[:20] in ep.calls[2].messages[-1]["content"]
+    )
 
     # TRL's rollout_func needs completion token ids: refused, naming the fix, never re-tokenized.
     fn = trl_rollout_func("long_cot", engine, [f"sampling.max_tokens={CAP}"])
