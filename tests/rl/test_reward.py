@@ -238,3 +238,16 @@ def test_loads_the_way_verl_loads_a_custom_reward_function():
     fn = module.compute_score
     assert fn("aime", r"<think>\boxed{3}</think>\boxed{\frac{1}{2}}", "0.5", {})["score"] == 1.0
     assert fn("aime", r"\boxed{x+2}", "x+1", {})["score"] == 0.0  # through math-verify in its own grader
+
+
+def test_under_a_daemonic_multiprocessing_pool():
+    """multiprocessing.Pool workers are daemonic (they may not normally start children): the
+    grading workers still start there, and the rewards are the same."""
+    ctx = multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    )
+    with ctx.Pool(2) as pool:
+        results = pool.map(_child_scores, [MV_PAIRS] * 3, chunksize=1)
+    for _, scores, statuses, workers in results:
+        assert scores == MV_EXPECTED, statuses
+        assert workers
