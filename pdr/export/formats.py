@@ -28,13 +28,18 @@ CHECKED = {"verl": "0.9.1", "trl": "1.16.0"}  # the trainer versions whose loade
 ABILITY = "math"
 SPLIT = "train"
 
-# Record fields copied into verl's extra_info / TRL's columns (flat scalars: one Arrow type each).
-_FIELDS = ("id", "problem_id", "sample", "step", "round", "kind", "branch", "n", "is_final", "reward", "correct",
-           "answer", "finish_reason", "truncated", "prompt_tokens", "completion_tokens", "cached_tokens",
-           "drafts_accuracy_in", "drafts_accuracy_out", "sample_status", "sample_correct", "simulated",
-           "reasoning", "text", "completion", "rendered_prompt")
-_SOURCE_FIELDS = ("run_key", "strategy", "model", "engine", "dataset", "seed", "pdr_version", "run_dir",
-                  "mlflow_run_id")
+# Record fields copied into verl's extra_info / TRL's columns: flat scalars with one fixed Arrow
+# type each (S: string, I: int64, F: float64, B: bool), so that exports of different runs have one
+# schema and concatenate (a column that is null in every row would otherwise be typed `null`).
+_FIELDS = {
+    "id": "S", "problem_id": "S", "sample": "I", "step": "I", "round": "I", "kind": "S", "branch": "I", "n": "I",
+    "is_final": "B", "reward": "F", "correct": "B", "answer": "S", "finish_reason": "S", "truncated": "B",
+    "prompt_tokens": "I", "completion_tokens": "I", "cached_tokens": "I", "drafts_accuracy_in": "F",
+    "drafts_accuracy_out": "F", "sample_status": "S", "sample_correct": "B", "simulated": "B", "reasoning": "S",
+    "text": "S", "completion": "S", "rendered_prompt": "S",
+}  # fmt: skip
+_SOURCE_FIELDS = {"run_key": "S", "strategy": "S", "model": "S", "engine": "S", "dataset": "S", "seed": "I",
+                  "widths": "S", "distill": "S", "pdr_version": "S", "run_dir": "S", "mlflow_run_id": "S"}
 
 
 def pdr_fields(record: dict[str, Any]) -> dict[str, Any]:
@@ -44,8 +49,42 @@ def pdr_fields(record: dict[str, Any]) -> dict[str, Any]:
     out.update({f"source_{k}": src.get(k) for k in _SOURCE_FIELDS})
     out["source_seed"] = None if src.get("seed") is None else int(src["seed"])
     out["source_widths"] = ",".join(str(w) for w in src.get("widths") or [])
-    out["source_distill"] = src.get("distill")
     return out
+
+
+def _arrow(code: str) -> Any:
+    import pyarrow as pa
+
+    return {"S": pa.string(), "I": pa.int64(), "F": pa.float64(), "B": pa.bool_()}[code]
+
+
+def _pdr_types() -> dict[str, str]:
+    return {**_FIELDS, **{f"source_{k}": v for k, v in _SOURCE_FIELDS.items()}}
+
+
+def _messages_type() -> Any:
+    import pyarrow as pa
+
+    return pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+
+
+def schema(fmt: str) -> Any:
+    """The Arrow schema of `fmt`'s rows (verl, verl-sft, trl)."""
+    import pyarrow as pa
+
+    extra = pa.struct([("split", pa.string()), ("index", pa.int64())]
+                      + [(k, _arrow(v)) for k, v in _pdr_types().items()])
+    if fmt == "verl":
+        return pa.schema([("data_source", pa.string()), ("prompt", _messages_type()), ("ability", pa.string()),
+                          ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
+                          ("extra_info", extra)])
+    if fmt == "verl-sft":
+        return pa.schema([("data_source", pa.string()), ("messages", _messages_type()), ("extra_info", extra)])
+    cols = {k: v for k, v in _pdr_types().items() if k not in ("text", "completion", "reasoning")}
+    cols["extracted_answer"] = cols.pop("answer")
+    cols["record_id"] = cols.pop("id")
+    return pa.schema([("prompt", _messages_type()), ("completion", _messages_type()), ("solution", pa.string())]
+                     + [(k, _arrow(v)) for k, v in cols.items()])
 
 
 def data_source(record: dict[str, Any], override: str | None) -> str:
@@ -84,11 +123,11 @@ def trl_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
+def _write_parquet(rows: list[dict[str, Any]], path: Path, fmt: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.Table.from_pylist(rows), path)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema(fmt)), path)
 
 
 def write(records: list[dict[str, Any]], fmt: str, out: Path, source_name: str | None = None) -> list[dict[str, Any]]:
@@ -106,12 +145,13 @@ def write(records: list[dict[str, Any]], fmt: str, out: Path, source_name: str |
         written.append(path)
     elif fmt in ("verl", "verl-sft"):
         path = out / "train.parquet"
-        _write_parquet(verl_rows(records, source_name) if fmt == "verl" else verl_sft_rows(records, source_name), path)
+        rows = verl_rows(records, source_name) if fmt == "verl" else verl_sft_rows(records, source_name)
+        _write_parquet(rows, path, fmt)
         written.append(path)
     elif fmt == "trl":
         import datasets
 
-        ds = datasets.Dataset.from_list(trl_rows(records))
+        ds = datasets.Dataset.from_list(trl_rows(records), features=datasets.Features.from_arrow_schema(schema("trl")))
         ds.save_to_disk(str(out / "dataset"))
         ds.to_parquet(str(out / "train.parquet"))
         written += [out / "dataset", out / "train.parquet"]
