@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("exports") / f"{args.fmt}-{time.strftime('%Y%m%d-%H%M%S')}"
     sel = Selection(calls=args.calls, correct_only=args.correct_only, exclude_truncated=args.exclude_truncated,
                     balance_per_problem=args.balance_per_problem, seed=args.seed)
+    if args.fmt == "trl":  # save_to_disk's progress bars say nothing about a few seconds' work
+        from datasets.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
     try:
         m = export_episodes(args.sources, args.fmt, out, sel, allow_simulated=args.allow_simulated,
                             allow_partial=args.allow_partial, data_source=args.data_source, mlflow=not args.no_mlflow,
@@ -68,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     c, rw = m["counts"], m["rewards"]
     sim = "  [SIMULATED engine: not model data]" if m["simulated"] else ""
+    sim += "  [ORACLE workspaces: chosen with the gold answers]" if m["oracle"] else ""
     print(f"exported {c['records']} records ({', '.join(f'{k} {v}' for k, v in c['by_kind'].items())}; "
           f"{c['final']} final) from {len(m['sources'])} run(s), {c['problems']} problems{sim}")
     if rw["rewarded"]:

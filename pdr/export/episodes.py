@@ -102,6 +102,7 @@ def export_episodes(paths: list[Path], fmt: str, out: Path, selection: Selection
         "allow_simulated": allow_simulated,
         "allow_partial": allow_partial,
         "simulated": any(r.simulated for r in runs),
+        "oracle": any(r.identity()["oracle"] for r in runs),
         "data_source": data_source,
         "sources": [{k: v for k, v in r.identity().items()} for r in runs],
         "counts": {"records": len(records), "final": sum(1 for r in records if r["is_final"]),

@@ -39,7 +39,8 @@ _FIELDS = {
     "text": "S", "completion": "S", "rendered_prompt": "S",
 }  # fmt: skip
 _SOURCE_FIELDS = {"run_key": "S", "strategy": "S", "model": "S", "engine": "S", "dataset": "S", "seed": "I",
-                  "widths": "S", "distill": "S", "pdr_version": "S", "run_dir": "S", "mlflow_run_id": "S"}
+                  "widths": "S", "distill": "S", "pdr_version": "S", "run_dir": "S", "mlflow_run_id": "S",
+                  "oracle": "B"}
 
 
 def pdr_fields(record: dict[str, Any]) -> dict[str, Any]:

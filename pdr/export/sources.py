@@ -73,15 +73,23 @@ class Run:
             "mlflow_run_id": self.info.get("mlflow_run_id"),
             "tracking_uri": self.info.get("tracking_uri"),
             "simulated": self.simulated,
+            # Workspaces chosen with the gold answers (strategy.selection=oracle_*): refine prompts
+            # then hold drafts picked by correctness, which no deployed model would see.
+            "oracle": bool(self.summary.get("oracle")) or str(strat.get("selection", "")).startswith("oracle"),
         }
 
     def entries(self) -> Iterator[dict[str, Any]]:
-        """traces.jsonl entries, one per problem-sample (the last written wins, as in results)."""
+        """traces.jsonl entries, one per problem-sample (the last written wins, as in results), in
+        file order. Two streaming passes (the first finds each problem-sample's last line), so a
+        multi-GB traces file is never held whole."""
         assert self.traces_path is not None
-        latest: dict[tuple[str, int], dict[str, Any]] = {}
-        for t in read_jsonl(self.traces_path):
-            latest[(str(t["problem_id"]), int(t["sample"]))] = t
-        yield from latest.values()
+        last: dict[tuple[str, int], int] = {}
+        for i, t in enumerate(read_jsonl(self.traces_path)):
+            last[(str(t["problem_id"]), int(t["sample"]))] = i
+        wanted = set(last.values())
+        for i, t in enumerate(read_jsonl(self.traces_path)):
+            if i in wanted:
+                yield t
 
 
 def _natural(path: Path) -> list[Any]:

@@ -137,3 +137,16 @@ def test_traces_that_do_not_match_the_results_are_refused(store, tmp_path):
     (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(ExportError, match="generate steps in traces.jsonl but"):
         _export(run, tmp_path, allow_simulated=True)
+
+
+def test_oracle_runs_are_marked(store, tmp_path):
+    run = copy_run(store[2]["sr"].run_dir, tmp_path / "r")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["oracle"] is False
+    m = _export(run, tmp_path, allow_simulated=True)
+    assert m["oracle"] is False
+    summary["oracle"] = True  # what a strategy.selection=oracle_* run records
+    (run / "summary.json").write_text(json.dumps(summary))
+    m = export_episodes([run], "jsonl", tmp_path / "o", Selection(calls="all"), allow_simulated=True, mlflow=False)
+    recs = [json.loads(line) for line in (tmp_path / "o" / "episodes.jsonl").read_text().splitlines()]
+    assert m["oracle"] is True and all(r["source"]["oracle"] is True for r in recs)
