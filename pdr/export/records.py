@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pdr.evaluation import extract_answer
@@ -79,14 +80,14 @@ def _short(answer: str | None) -> str | None:
     return answer[:_ANSWER_CHARS] + f"...[{len(answer) - _ANSWER_CHARS} more characters]"
 
 
+@dataclass
 class Stats:
-    """What reading the runs skipped or found odd (for the manifest)."""
+    """What reading the runs found, skipped or found odd (for the manifest)."""
 
-    def __init__(self) -> None:
-        self.skipped_error_samples = 0
-        self.skipped_unfinished_samples = 0
-        self.answer_mismatches = 0
-        self.problem_samples = 0
+    problem_samples: int = 0
+    skipped_error_samples: int = 0  # the row is an error: no final answer to learn from
+    skipped_unfinished_samples: int = 0  # a trace without its row (an interrupted run, --allow-partial)
+    answer_mismatches: int = 0  # pdr's extractor now reads another answer than the run recorded
 
 
 def run_records(run: Run, stats: Stats, render: RenderFn | None = None) -> Iterator[dict[str, Any]]:
@@ -127,9 +128,10 @@ def _sample_records(run: Run, entry: dict[str, Any], row: dict[str, Any], source
             raise ExportError(f"{where}: step {step} has {len(outputs_by_step[step])} outputs in traces.jsonl but "
                               f"round {r + 1} has {width} drafts in results.jsonl")
     last = rounds[-1] if rounds else {}
-    final_i = vote_index([_extract(o) for _, _, o in outputs_by_step[gen_steps[-1]]]) if vote and rounds else (
-        len(last.get("answers") or []) - 1)
-    if rounds and (last.get("answers") or [None])[final_i] != row.get("answer"):
+    final_i = len(last.get("answers") or []) - 1  # the last draft (pdr.strategies.state.run_graph) ...
+    if vote and rounds:  # ... or the vote's winner
+        final_i = vote_index([_extract(o) for _, _, o in outputs_by_step[gen_steps[-1]]])
+    if rounds and last["answers"][final_i] != row.get("answer"):
         raise ExportError(f"{where}: the final draft found in the traces (round {len(rounds)}, draft {final_i + 1}) "
                           f"answers {last['answers'][final_i]!r} but results.jsonl's answer is {row.get('answer')!r}")
     accuracy = [rd.get("draft_accuracy") for rd in rounds]
