@@ -74,6 +74,10 @@ from pdr.tracking.mlflow_run import MlflowRun, start_tracking
 
 log = logging.getLogger(__name__)
 
+# An interrupted run waits this long for an MLflow run still being created, to mark it KILLED (under
+# SLURM's default 30 s between SIGTERM and SIGKILL); past it, resume=true continues it (pdr.run_uid).
+INTERRUPT_WAIT_S = 20.0
+
 
 class RunInterrupted(RunFailed):
     """The run was stopped by SIGINT/SIGTERM; finished rows are kept and it can be resumed."""
@@ -213,8 +217,8 @@ def _run_locked(
         engine.close_stores()
         if writer is not None:
             writer.close()
-        if status != "FINISHED":
-            tracker = tracker or _tracker_or_none(pending)  # to mark it KILLED/FAILED, as before
+        if status != "FINISHED":  # to mark it KILLED/FAILED, as before
+            tracker = tracker or _tracker_or_none(pending, INTERRUPT_WAIT_S if status == "KILLED" else 60.0)
         if tracker is not None and status != "FINISHED":
             tracker.end("KILLED" if status == "KILLED" else "FAILED")
 

@@ -159,3 +159,52 @@ def test_sigkill_during_a_slow_mlflow_start_then_resume_continues_one_mlflow_run
     assert runs[0].data.tags["attempts"] == "2"
     assert json.loads((run_dir / "run.json").read_text())["mlflow_run_id"] == created_id
     assert _lines(run_dir / "results.jsonl") >= 24
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_stuck_mlflow_start_stops_as_before_and_resume_continues_its_run(tmp_path):
+    """SIGTERM while the MLflow run is being created: rows kept, the resume command printed, exit
+    code 1, no traceback (as before); the interrupted run waits INTERRUPT_WAIT_S (here 1 s) for the
+    MLflow run, then leaves it to the resume, which continues it (one run in the store)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["+experiment=quickstart", "samples=2", "progress=false", "engine.latency_base_ms=60",
+            "engine.max_concurrency=2", f"tracking.uri={uri}"]
+    created = tmp_path / "created.txt"
+    env = dict(os.environ, PDR_CACHE_DIR=str(tmp_path / "cache"), PDR_TEST_CREATED=str(created))
+    script = _STUCK.replace("m.MlflowRun.log_params = stuck",
+                            "m.MlflowRun.log_params = stuck\nimport pdr.runner\npdr.runner.INTERRUPT_WAIT_S = 1.0")
+    out = (tmp_path / "stdout.txt").open("w")  # pdr's log lines
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], cwd=tmp_path, env=env,
+                            stdout=out, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        results = list(tmp_path.glob("outputs/*/*/results.jsonl"))
+        if created.exists() and results and _lines(results[0]) >= 2:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before it could be stopped: {proc.stderr.read()[-3000:]}")
+        time.sleep(0.01)
+    else:
+        proc.kill()
+        pytest.fail("no MLflow run / no rows in 300 s")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    err = proc.stderr.read()
+    assert proc.returncode == 1, err[-3000:]
+    assert "interrupted" in err and "resume=true" in err and "Traceback" not in err, err[-3000:]
+    out.close()
+    log = (tmp_path / "stdout.txt").read_text()
+    assert "it stays RUNNING in MLflow until resume=true continues it" in log, log[-3000:]
+    run_dir = results[0].parent
+    assert _lines(run_dir / "results.jsonl") >= 2
+    created_id = created.read_text()
+
+    proc2 = subprocess.run([sys.executable, "-m", "pdr.run", *args, "resume=true"], cwd=tmp_path,
+                           env=dict(env, PDR_TEST_CREATED=""), capture_output=True, text=True, timeout=600)
+    assert proc2.returncode == 0, proc2.stderr[-3000:]
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
+    assert [r.info.run_id for r in runs] == [created_id]
+    assert runs[0].info.status == "FINISHED"
