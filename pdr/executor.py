@@ -192,7 +192,11 @@ class Executor:
                 seed=derive_seed(self.seed, problem.id, sample, step, "draft" if kind == "refine" else kind, branch),  # refine calls keep the seeds (and cache keys) they had as "draft"
                 tag=RequestTag(problem.id, sample, step, kind, branch),
             )
+            # Recorded timing (the MLflow trace's spans, the trace view): the call's wall-clock start
+            # and its latency as pdr saw it (limiter queueing included), two clock reads a call.
+            t_wall, t0 = time.time(), time.perf_counter()
             out = await self.engine.generate(request)
+            latency = time.perf_counter() - t0
             for i, c in enumerate(out):
                 calls.append(
                     CallRecord(
@@ -217,6 +221,9 @@ class Executor:
                         "kind": kind,
                         "branch": branch,
                         "n": n,
+                        "started": round(t_wall, 6),
+                        "latency_s": round(latency, 6),
+                        "from_cache": any(bool(c.meta.get("from_cache")) for c in out),
                         "messages": [[m.role, m.content] for m in messages],
                         "outputs": [
                             {
@@ -384,6 +391,7 @@ def outcome_trace(outcome: Outcome, problem: Problem, row: dict[str, Any]) -> di
         "answer": row.get("answer"),
         "calls": outcome.trace,
         "workspaces": outcome.state.workspaces_log if outcome.state else [],
+        "steps": outcome.state.step_times if outcome.state else [],
     }
 
 

@@ -10,7 +10,8 @@ Order, so that bad input fails as early and as cheaply as possible:
    `resume=true` keeps its finished rows;
 3. the engine, wrapped in the call journal (+ the persistent cache, `cache.mode`), is started:
    an unreachable server or a missing API key fails here, before an MLflow run is created;
-4. the MLflow run (a resumed run continues its earlier MLflow run);
+4. the MLflow run (a resumed run continues its earlier MLflow run), created on a thread while the
+   calls of 5 go out (`import mlflow` began at 2): rows never wait for it (pdr.tracking.background);
 5. every unfinished (problem, sample) runs concurrently; rows are fsync'ed as they finish (by the
    results writer's thread, never ahead of the journal entries of their calls).
 
@@ -67,10 +68,15 @@ from pdr.results.lock import RunDirLock
 from pdr.results.trace_view import write_trace_html
 from pdr.strategies.graph import Graph, compile_graph
 from pdr.strategies.plan import check_context
+from pdr.tracking.background import BackgroundStart, prewarm_mlflow
 from pdr.tracking.live import RunProgress
 from pdr.tracking.mlflow_run import MlflowRun, start_tracking
 
 log = logging.getLogger(__name__)
+
+# An interrupted run waits this long for an MLflow run still being created, to mark it KILLED (under
+# SLURM's default 30 s between SIGTERM and SIGKILL); past it, resume=true continues it (pdr.run_uid).
+INTERRUPT_WAIT_S = 20.0
 
 
 class RunInterrupted(RunFailed):
@@ -106,7 +112,13 @@ def run(
     # One process per run directory (two resumes at once would both run the unfinished work);
     # held until the last file is written, released by the OS if this process dies.
     with RunDirLock(run_dir):
-        return _run_locked(cfg, run_dir, graph, problems, launch_dir, extra_tags)
+        # `import mlflow` from now on, beside the data set and engine start (pdr.tracking.background).
+        pending = BackgroundStart(prewarm_mlflow) if cfg.tracking.enabled else None
+        try:
+            return _run_locked(cfg, run_dir, graph, problems, launch_dir, extra_tags, pending)
+        finally:
+            if pending is not None:
+                pending.cancel()  # a failure before the MLflow run's creation: nothing is created
 
 
 def _run_locked(
@@ -116,20 +128,23 @@ def _run_locked(
     problems: list[Problem],
     launch_dir: Path,
     extra_tags: dict[str, str] | None,
+    pending: BackgroundStart | None,
 ) -> RunResult:
     plan = plan_run(cfg, run_dir, problems)
     engine = _with_cache(make_engine(cfg.engine, problems, run_dir), cfg, run_dir)
 
     writer: ResultsWriter | None = None
     tracker: MlflowRun | None = None
+    tracking_error: BaseException | None = None
     status = "FAILED"
     executing = False
     started = time.perf_counter()
+    ended: float | None = None  # the calls' end (the wall time leaves out waiting for MLflow)
     engine_info: dict[str, Any] = {}
 
     def finish(failure: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """summary.json and the MLflow run's metrics and artifacts, from the rows on disk."""
-        wall = time.perf_counter() - started
+        wall = (ended or time.perf_counter()) - started
         summary, rows = write_summary(plan, cfg, engine, engine_info, graph.describe(), wall, failure)
         if tracker is not None:
             tracker.log_metrics(summary["metrics"])
@@ -154,22 +169,29 @@ def _run_locked(
             # earlier, so that a run that could not even start leaves nothing to resume.
             plan.write_info()
             write_json(run_dir / CONFIG, plan.config)
-            try:
-                tracker = start_tracking(
-                    cfg, plan.config, run_key=plan.key, graph=graph.describe(), simulated=engine.simulated,
-                    run_dir=run_dir, launch_dir=launch_dir, resume_from=plan.prior,
-                    extra_tags={**(extra_tags or {}), **({"oracle": "true"} if graph.oracle else {})},
-                    attempt=plan.attempt,
+            if pending is not None:
+                # The MLflow run is created on its thread while the calls go out; rows never wait
+                # for it. run.json learns its id there (a resume continues it; killed before that,
+                # the resume finds it by its tag pdr.run_uid).
+                pending.start(
+                    partial(start_tracking,
+                        cfg, plan.config, run_key=plan.key, graph=graph.describe(), simulated=engine.simulated,
+                        run_dir=run_dir, launch_dir=launch_dir, resume_from=plan.prior,
+                        extra_tags={**(extra_tags or {}), **({"oracle": "true"} if graph.oracle else {})},
+                        attempt=plan.attempt, run_uid=plan.info["run_uid"],
+                    ),
+                    on_ready=lambda t: plan.write_info(mlflow_run_id=t.run_id, tracking_uri=t.uri),
                 )  # fmt: skip
-            except BaseException:
-                if plan.todo:
-                    loop.run(_close_quietly(engine))
-                raise
-            plan.write_info(mlflow_run_id=tracker and tracker.run_id, tracking_uri=tracker and tracker.uri)
             writer = ResultsWriter(run_dir)
             executing = True
             started = time.perf_counter()
-            engine_info = loop.run(_execute(cfg, engine, graph, plan, writer, tracker))
+            engine_info = loop.run(_execute(cfg, engine, graph, plan, writer, pending))
+            ended = time.perf_counter()
+            if pending is not None:
+                try:
+                    tracker = pending.result()
+                except Exception as exc:  # noqa: BLE001 - reported below, once the results are safe
+                    tracking_error = exc
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -182,6 +204,7 @@ def _run_locked(
         ) from None
     except RunFailed as exc:
         if executing:  # the errors so far, in summary.json and MLflow, before the run is marked FAILED
+            tracker = tracker or _tracker_or_none(pending)
             engine_info = _safe_info(engine)
             if writer is not None:
                 writer.close()
@@ -194,10 +217,19 @@ def _run_locked(
         engine.close_stores()
         if writer is not None:
             writer.close()
+        if status != "FINISHED":  # to mark it KILLED/FAILED, as before
+            tracker = tracker or _tracker_or_none(pending, INTERRUPT_WAIT_S if status == "KILLED" else 60.0)
         if tracker is not None and status != "FINISHED":
             tracker.end("KILLED" if status == "KILLED" else "FAILED")
 
     summary, rows = finish(None)
+    if tracking_error is not None:
+        raise RunFailed(
+            f"MLflow tracking could not start ({type(tracking_error).__name__}: {tracking_error}); the run "
+            f"finished without it: its results and summary are in {run_dir}. Once the store works, log them "
+            "to MLflow with the same command plus resume=true (no engine call is sent: every problem-sample is "
+            "finished); or run with tracking.enabled=false"
+        ) from tracking_error
     if tracker is not None:
         _log_viewers(tracker, run_dir)
         _log_review(tracker, run_dir, cfg, len(problems))
@@ -215,7 +247,7 @@ def _run_locked(
 
 async def _execute(
     cfg: Config, engine: CachedEngine, graph: Graph, plan: RunPlan, writer: ResultsWriter,
-    tracker: MlflowRun | None = None,
+    tracking: BackgroundStart | None = None,
 ) -> dict[str, Any]:
     """Run every (problem, sample) of `plan.todo` concurrently, handing each row to `writer` as it
     finishes (after the row's calls are journaled). Returns the engine's info. Raises RunFailed
@@ -227,7 +259,7 @@ async def _execute(
     grading = Grading(cfg.grading)
     # Console bar (calls, with an ETA) and live MLflow metrics, off the event loop (pdr.tracking.live).
     progress = RunProgress(
-        tracker.log_metrics if tracker is not None else None, len(todo), len(graph.ops),
+        tracking.log_metrics if tracking is not None else None, len(todo), len(graph.ops),
         cfg.tracking.live_interval_s, show_bar=cfg.progress, desc=f"{cfg.strategy.name} on {cfg.dataset.name}",
     )  # fmt: skip
     executor = Executor(progress.watch(engine), graph, cfg.prompts, cfg.sampling, cfg.seed, extract=extract_answer)
@@ -332,6 +364,23 @@ def _log_review(tracker: MlflowRun, run_dir: Path, cfg: Config, problems: int) -
         log.info("%d problem-samples logged as MLflow traces in %.2f s", n, time.perf_counter() - t0)
     except Exception as exc:  # noqa: BLE001 - an extra: the results are already safe
         log.warning("could not log MLflow traces: %s: %s", type(exc).__name__, exc)
+
+
+def _tracker_or_none(pending: BackgroundStart | None, timeout: float = 60.0) -> MlflowRun | None:
+    """The MLflow run of a failing or interrupted run, to mark it FAILED/KILLED: waited for at
+    most `timeout` s (a second Ctrl-C stops waiting); None if it never started. A run left RUNNING
+    this way is continued by resume=true (found by its pdr.run_uid tag)."""
+    if pending is None or not pending.started:
+        return None
+    try:
+        return pending.result(timeout)
+    except KeyboardInterrupt:
+        log.warning("not waiting for the MLflow run to start; resume=true continues it")
+    except TimeoutError as exc:
+        log.warning("%s; it stays RUNNING in MLflow until resume=true continues it", exc)
+    except Exception as exc:  # noqa: BLE001 - its failure was reported when it happened
+        log.debug("MLflow tracking had failed: %s", exc)
+    return None
 
 
 def _safe_info(engine: CachedEngine) -> dict[str, Any]:

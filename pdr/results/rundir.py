@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -133,6 +134,9 @@ def plan_run(cfg: Config, run_dir: Path, problems: list[Problem]) -> RunPlan:
     now = time.time()
     info = {
         "run_key": key,
+        # This run directory's identity across attempts, tagged on its MLflow run (pdr.run_uid): a
+        # resume finds that run by it when an attempt was killed before run.json learnt its id.
+        "run_uid": prior.get("run_uid") or uuid.uuid4().hex,
         "mlflow_run_id": prior.get("mlflow_run_id"),
         "tracking_uri": prior.get("tracking_uri"),
         "started": prior.get("started", now),

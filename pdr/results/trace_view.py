@@ -136,6 +136,22 @@ def _prompt_block(call: Mapping[str, Any], max_chars: int) -> str:
     return _text_block("prompt", text, max_chars)
 
 
+def _latency(call: Mapping[str, Any]) -> str:
+    """A call's latency as pdr saw it (traces.jsonl `latency_s`; `from_cache`: served by the journal or
+    cache), or "n/a" for traces written before latencies were recorded."""
+    lat = call.get("latency_s")
+    if not isinstance(lat, int | float):
+        return '<span class="muted">n/a</span>'
+    return f"{lat:.3f} s" + (' <span class="muted">(cached)</span>' if call.get("from_cache") else "")
+
+
+def _step_time(step: Mapping[str, Any] | None) -> str:
+    """' · step 1.234 s' from the op's recorded start and end; '' when not recorded."""
+    if not step or not isinstance(step.get("started"), int | float) or not isinstance(step.get("ended"), int | float):
+        return ""
+    return f" · step {step['ended'] - step['started']:.3f} s"
+
+
 def render_entry(trace: Mapping[str, Any], row: Mapping[str, Any] | None, max_chars: int = 4000) -> str:
     """The HTML fragment of one problem-sample: problem, rounds of drafts with the workspaces in
     between, other calls, final answer. `row` is its results.jsonl row (None: unknown correctness)."""
@@ -145,6 +161,7 @@ def render_entry(trace: Mapping[str, Any], row: Mapping[str, Any] | None, max_ch
     ws_by_step = {int(w["step"]): w for w in trace.get("workspaces") or [] if "step" in w}
     draft_steps = sorted({int(c["step"]) for c in calls if c.get("kind") in ("draft", "refine")})
     steps = sorted({int(c["step"]) for c in calls} | set(ws_by_step))
+    step_times = {int(s["step"]): s for s in trace.get("steps") or [] if "step" in s}
     parts = [
         f'<div class="entry" id="{_anchor(trace)}">',
         f"<h2>{_esc(pid)} · sample {_esc(sample)} {_badge(trace.get('status'))}</h2>",
@@ -160,13 +177,15 @@ def render_entry(trace: Mapping[str, Any], row: Mapping[str, Any] | None, max_ch
         if step in draft_steps:
             r_idx = draft_steps.index(step)
             rd = rounds[r_idx] if r_idx < len(rounds) else {}
-            outputs = [o for c in step_calls for o in c.get("outputs") or []]
+            pairs = [(c, o) for c in step_calls for o in c.get("outputs") or []]
+            outputs = [o for _, o in pairs]
             answers = rd.get("answers") or [None] * len(outputs)
             correct = rd.get("correct") or [None] * len(outputs)
             acc = rd.get("draft_accuracy")
             head = (f"Round {r_idx + 1}: {len(outputs)} draft{'s' if len(outputs) != 1 else ''}"
                     + (f" · draft accuracy {acc:.2f}" if isinstance(acc, int | float) else "")
-                    + (f" · workspace {rd['workspace_tokens']:,.0f} tokens" if rd.get("workspace_tokens") else ""))
+                    + (f" · workspace {rd['workspace_tokens']:,.0f} tokens" if rd.get("workspace_tokens") else "")
+                    + _step_time(step_times.get(step)))
             rows_html = []
             for i, out in enumerate(outputs):
                 ans = answers[i] if i < len(answers) else None
@@ -176,19 +195,20 @@ def render_entry(trace: Mapping[str, Any], row: Mapping[str, Any] | None, max_ch
                 rows_html.append(
                     f"<tr><td>{i + 1}</td><td>{_esc(ans) if ans is not None else '<i class=muted>none</i>'}</td>"
                     f"<td>{mark}</td><td>{_esc(out.get('completion_tokens'))}</td><td>{_esc(out.get('finish_reason'))}"
-                    f"</td><td>{_esc(out.get('prompt_tokens'))}</td><td>{_output_blocks(out, max_chars)}</td></tr>")
+                    f"</td><td>{_esc(out.get('prompt_tokens'))}</td><td>{_latency(pairs[i][0])}</td>"
+                    f"<td>{_output_blocks(out, max_chars)}</td></tr>")
             parts.append(
                 f'<div class="round"><h3>{_esc(head)}</h3>'
                 + (_prompt_block(step_calls[0], max_chars) if step_calls else "")
                 + "<table><tr><th>#</th><th>answer</th><th>correct</th><th>tokens</th><th>finish</th>"
-                "<th>prompt tokens</th><th>text</th></tr>" + "".join(rows_html) + "</table></div>")
+                "<th>prompt tokens</th><th>latency</th><th>text</th></tr>" + "".join(rows_html) + "</table></div>")
             last_round_outputs = outputs
         else:
             for c in step_calls:
                 outs = c.get("outputs") or []
                 parts.append(
                     f'<div class="call"><b>{_esc(c.get("kind"))}</b> call (step {step}, branch {_esc(c.get("branch"))}, '
-                    f"n={_esc(c.get('n'))}): "
+                    f"n={_esc(c.get('n'))}, latency {_latency(c)}{_step_time(step_times.get(step))}): "
                     + ", ".join(f"{_esc(o.get('completion_tokens'))} tokens, {_esc(o.get('finish_reason'))}" for o in outs)
                     + _prompt_block(c, max_chars) + "".join(_output_blocks(o, max_chars) for o in outs) + "</div>")
         ws = ws_by_step.get(step)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -74,6 +75,8 @@ class State:
     final: Candidate | None = None
     rounds: list[RoundRecord] = field(default_factory=list)
     workspaces_log: list[dict[str, Any]] = field(default_factory=list)
+    # Each op's wall-clock start and end (epoch seconds): the MLflow trace's step spans.
+    step_times: list[dict[str, Any]] = field(default_factory=list)
 
 
 class CallFn(Protocol):
@@ -124,7 +127,10 @@ async def run_graph(graph: Graph, ctx: OpContext) -> State:
     winner or the last draft."""
     state = State()
     for step, op in enumerate(graph.ops):
+        started = time.time()
         await op.run(step, state, ctx)
+        state.step_times.append({"step": step, "op": type(op).__name__.lower(), "started": round(started, 6),
+                                 "ended": round(time.time(), 6)})
     if state.final is None:
         state.final = state.candidates[-1]
     return state

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PARAM_MAX_CHARS = 500  # older servers cap param values at 500 characters
+PARAM_MAX_CHARS = 500
+RUN_UID_TAG = "pdr.run_uid"  # run.json's run_uid: finds a resumed run's MLflow run when run.json lacks its id  # older servers cap param values at 500 characters
 
 
 def default_tracking_uri(launch_dir: Path) -> str:
@@ -89,6 +90,7 @@ class MlflowRun:
         parent_run_id: str | None = None,
         resume_run_id: str | None = None,
         artifact_root: Path | None = None,
+        find_tag: tuple[str, str] | None = None,
     ):
         import mlflow
         from mlflow.tracking import MlflowClient
@@ -102,9 +104,17 @@ class MlflowRun:
         mlflow.set_tracking_uri(uri)
         self.experiment_id = ensure_experiment(self.client, experiment, artifact_root)
         self.experiment_name = experiment
+        self.found_by_tag = False
+        if not resume_run_id and find_tag:
+            # A run killed while its MLflow run was being created: run.json has no id, but the
+            # MLflow run (if it got that far) carries the tag; continue it rather than make a second.
+            resume_run_id = find_run_by_tag(self.client, self.experiment_id, *find_tag)
+            self.found_by_tag = resume_run_id is not None
         if resume_run_id:
             self.run_id = resume_run_id
             self.client.update_run(resume_run_id, status="RUNNING")
+            if self.found_by_tag:  # killed before or while its params were logged: log them (same values)
+                self.log_params(params)
         else:
             all_tags = dict(tags)
             if parent_run_id:
@@ -213,12 +223,16 @@ def start_tracking(
     extra_tags: Mapping[str, str] | None,
     resume_from: Mapping[str, Any],
     attempt: int,
+    run_uid: str | None = None,
 ) -> MlflowRun | None:
     """The MLflow run of this job, or None (`tracking.enabled=false`).
 
     `config` is the resolved config as plain data (logged as params), `graph` the strategy graph's
     description, `resume_from` the run.json of the earlier attempt ({} for a new run): with
     `resume=true` its MLflow run is continued if it is in the same store; else a new run is created.
+    `run_uid` (run.json's, kept across attempts) is tagged `pdr.run_uid` on the MLflow run: a resume
+    whose run.json names no MLflow run (killed while it was being created) looks it up by that tag
+    in the store before creating one, so that a run never gets two MLflow runs.
     """
     if not cfg.tracking.enabled:
         return None
@@ -234,6 +248,9 @@ def start_tracking(
         "simulated": "true" if simulated else "false",
         "run_dir": str(run_dir.resolve()),
     }
+    run_uid = str(resume_from.get("run_uid") or run_uid or "")
+    if run_uid:
+        tags[RUN_UID_TAG] = run_uid
     if cfg.notes:
         tags["notes"] = cfg.notes
     tags.update(extra_tags or {})
@@ -243,6 +260,9 @@ def start_tracking(
         if cfg.resume and resume_from.get("tracking_uri") == mask_secrets(tracking_uri)  # run.json masks it
         else None
     )
+
+    # run.json names no MLflow run: killed before it was known (pdr.tracking.background).
+    find = (RUN_UID_TAG, run_uid) if cfg.resume and run_uid and not resume_id and resume_from else None
 
     def make(resume_run_id: str | None) -> MlflowRun:
         return MlflowRun(
@@ -254,6 +274,7 @@ def start_tracking(
             parent_run_id=cfg.tracking.parent_run_id,
             resume_run_id=resume_run_id,
             artifact_root=artifact_root,
+            find_tag=None if resume_run_id else find,
         )
 
     if resume_id:
@@ -263,7 +284,19 @@ def start_tracking(
             return tracker
         except Exception as exc:  # noqa: BLE001 - mlflow's exception types stay inside pdr.tracking
             log.warning("MLflow run %s could not be resumed (%s); starting a new MLflow run", resume_id, exc)
-    return make(None)
+    tracker = make(None)
+    if tracker.found_by_tag:
+        log.info("resume: continuing MLflow run %s, found by its tag %s (attempt %d)", tracker.run_id, RUN_UID_TAG,
+                 attempt)
+    return tracker
+
+
+def find_run_by_tag(client: Any, experiment_id: str, key: str, value: str) -> str | None:
+    """The id of the experiment's run tagged `key` = `value` (the oldest if several), or None."""
+    safe = value.replace("'", "")
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{key}` = '{safe}'", max_results=10,
+                              order_by=["attributes.start_time ASC"])
+    return runs[0].info.run_id if runs else None
 
 
 def safe_dir_name(name: str) -> str:
