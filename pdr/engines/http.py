@@ -299,14 +299,17 @@ class HttpClient:
                 # Downtime is measured in time, not attempts: wait for the server (up to
                 # max_downtime_s) and try again. An outage that lasted no time at all (the
                 # server answers its health check at once) counts as an attempt, so a server
-                # that resets every request still ends.
+                # that resets every request still ends; so does every stall (a request that
+                # hangs the server each time, or a liveness endpoint that does not answer
+                # while the server is busy, must not cut and re-send forever).
                 waited = await self.wait_until_back(e)
-                if on_timeout is not None and isinstance(e, ServerStalled):
+                stalled = isinstance(e, ServerStalled)
+                if on_timeout is not None and stalled:
                     on_timeout(e.body)
                 self.retries += 1
-                if waited > 0:
+                if waited > 0 and not stalled:
                     attempt -= 1
-                elif attempt < attempts:
+                elif attempt < attempts and waited == 0:
                     await asyncio.sleep(self.backoff.delay(attempt))
             except RETRYABLE_ERRORS as e:
                 last = e

@@ -246,6 +246,37 @@ def test_a_liveness_endpoint_that_fails_at_start_turns_the_watchdog_off(caplog) 
     assert "stall watchdog is off" in caplog.text
 
 
+def test_stalls_spend_attempts_so_a_request_that_stalls_every_time_ends() -> None:
+    """A server whose liveness endpoint waits for its generations (the wrong probe, or a server
+    that hangs on this request each time): every attempt is cut and the server is "back" once the
+    abandoned generation ends. Each stall costs an attempt, so this ends after max_retries."""
+    from pdr.errors import EngineUnavailable
+
+    with FakeSGLangServer() as srv:
+        srv.app.router.routes = [r for r in srv.app.router.routes if getattr(r, "path", "") != "/health"]
+
+        probes = [0]  # probes waiting (the fake's in_flight counts them too)
+
+        @srv.app.get("/health")
+        async def busy_health() -> dict[str, str]:
+            probes[0] += 1
+            try:
+                while srv.in_flight > probes[0]:  # a generation is running
+                    await asyncio.sleep(0.01)
+            finally:
+                probes[0] -= 1
+            return {"status": "ok"}
+
+        # Long enough that the first probe after the cut times out (2 s): the wait for the
+        # server then lasts time, which alone would not spend an attempt.
+        srv.hang_next(10, seconds=4 * WATCH["stall_timeout_s"])
+        with pytest.raises(EngineUnavailable, match="gave up after 3 attempts"):
+            run_with_engine(
+                SGLangEngine(sglang_cfg(srv.url, max_retries=2)), lambda e: e.generate(request("again"))
+            )
+        assert srv.count("/generate") == 3
+
+
 # ---------------------------------------------------------------- a hang that lasts
 
 
