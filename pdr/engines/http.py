@@ -281,8 +281,9 @@ class HttpClient:
         the server before the retry), or that the stall watchdog cut (once the server answers
         again).
 
-        Connection failures and stalls (`ServerUnreachable`) do not spend attempts while the
-        server is down: they wait for it (`wait_until_back`, up to `max_downtime_s`).
+        Connection failures (`ServerUnreachable`) do not spend attempts while the server is
+        down: they wait for it (`wait_until_back`, up to `max_downtime_s`). A stall (the
+        watchdog cut the attempt: `ServerStalled`) waits the same way and spends one attempt.
 
         A plain loop over `self.backoff`, not tenacity: see `pdr.engines.retry` for why."""
         attempts = self.max_retries + 1 if retry else 1
