@@ -109,20 +109,14 @@ def expand(args: list[str]) -> list[list[str]]:
     """The cartesian product of Hydra override strings, as the basic sweeper forms its jobs: one
     axis per key in order of first appearance, a later override of a key replacing the earlier
     one in place; `a=1,2` is a sweep, a plain `a=1` a single value."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
+    from pdr.config.overrides import override_axes
     from pdr.errors import ConfigError
 
-    axes: dict[str, list[str]] = {}
-    for arg, ov in zip(args, OverridesParser.create().parse_overrides(args), strict=True):
-        key = ov.get_key_element()
-        if not ov.is_sweep_override():
-            axes[key] = [f"{key}={ov.get_value_element_as_str()}"]
-        elif ov.is_discrete_sweep():
-            axes[key] = [f"{key}={v}" for v in ov.sweep_string_iterator()]
-        else:
-            raise ConfigError(f"{arg}: the basic sweeper takes lists and ranges only, not intervals")
-    return [list(job) for job in itertools.product(*axes.values())]
+    axes = override_axes(args)
+    for axis in axes.values():
+        if axis.values is None:
+            raise ConfigError(f"{axis.text}: the basic sweeper takes lists and ranges only, not intervals")
+    return [list(job) for job in itertools.product(*([f"{a.key}={v}" for v in a.values] for a in axes.values()))]
 
 
 def compose_job(job: list[str]) -> Any:

@@ -160,6 +160,10 @@ class SGLangEngineConfig(EngineConfig):
     # Send GenRequest.seed (+ branch) as `sampling_seed`. SGLang honours it only on servers started
     # with --enable-deterministic-inference; needs fork=fanout (see _check_http_client).
     send_seed: bool = False
+    # Ask for the sampled tokens' ids and logprobs (for RL rollouts, pdr.rollout) and keep them in
+    # each completion's meta: native /generate `return_logprob`, chat `logprobs`. Off by default
+    # (bigger answers and call journal); on, it is part of the call-cache key.
+    return_logprobs: bool = False
     on_context_overflow: str = "error"  # "error" | "truncate" (retry once with max_tokens cut to fit)
     ready_timeout_s: float = 120.0  # start(): wait this long for an external server's /health_generate
     connect_timeout_s: float = 10.0
@@ -229,6 +233,10 @@ class OpenAIEngineConfig(EngineConfig):
     # `max_completion_tokens` when the server asks for it or ignores the cap.
     max_tokens_field: str = "auto"  # "auto" | "max_tokens" | "max_completion_tokens"
     send_seed: bool = False  # send GenRequest.seed (+ branch) as `seed`; needs fork=fanout
+    # Ask for logprobs (`logprobs: true, top_logprobs: 0`) and keep ids/logprobs in each
+    # completion's meta (pdr.rollout). Token ids need a server that sends them: vLLM with
+    # extra_body {return_token_ids: true} (or return_tokens_as_token_ids); see docs/rl-online.md.
+    return_logprobs: bool = False
     on_context_overflow: str = "error"  # "error" | "truncate"
     ready_timeout_s: float = 60.0  # start(): wait this long for GET /models
     connect_timeout_s: float = 10.0

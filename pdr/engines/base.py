@@ -100,6 +100,10 @@ class Completion:
 
     Token counts are as the server reports them (the sim engine counts its own tokens).
     `finish_reason` is "stop", "length" (hit max_tokens: the output is truncated) or "abort".
+    `meta` holds server facts; with `engine.return_logprobs=true` also `token_ids` (list[int])
+    and `logprobs` (list[float]) of the whole generated sequence, thinking included, each None
+    when the server did not send it (never estimated), and `prompt_token_ids` where the server
+    sends them (vLLM's `return_token_ids`).
     """
 
     text: str

@@ -11,10 +11,19 @@ Usage accounting for a choice (`parse_chat_response`):
   reported total (marked `meta["usage_split"] = "proportional"`). Cached tokens without meta:
   `prompt_tokens_details.cached_tokens`, taken as per-prompt unless it exceeds the prompt length,
   in which case it was summed over the choices (older SGLang) and is divided by n.
+
+Token ids and logprobs (`engine.return_logprobs=true`, for RL rollouts: `pdr.rollout`): the body
+asks for `logprobs: true, top_logprobs: 0` (llama-cpp-python returns none without
+`top_logprobs`), and each completion's `meta` gets `logprobs` (one float per generated token,
+thinking included) and `token_ids` (ints, or None when the server sends token strings only),
+read by `completion_logprobs`. None, with one warning per engine, when the server sends nothing:
+never invented.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
 
 from pdr.engines.base import Completion, GenRequest, finish_reason, split_thinking
@@ -29,8 +38,10 @@ def chat_body(
     max_tokens_field: str = "max_tokens",
     seed: int | None = None,
     extra: dict[str, Any] | None = None,
+    logprobs: bool = False,
 ) -> dict[str, Any]:
-    """The /v1/chat/completions body for one prompt sampled `request.n` times.
+    """The /v1/chat/completions body for one prompt sampled `request.n` times (with `logprobs`:
+    asking for the sampled tokens' logprobs, see the module docstring).
 
     The generation cap is always sent (servers' defaults differ: SGLang's chat default is "until
     the context is full"); temperature and top_p are always sent so server-side generation_config
@@ -52,6 +63,9 @@ def chat_body(
         body["stop"] = list(s.stop)
     if seed is not None:
         body["seed"] = seed
+    if logprobs:
+        body["logprobs"] = True
+        body["top_logprobs"] = 0
     if extra:
         body.update(extra)
     return body
@@ -66,15 +80,19 @@ class FewerChoices(EngineRequestError):
         self.completions = completions
 
 
-def parse_chat_response(data: Any, n: int, *, client_latency_s: float, name: str) -> list[Completion]:
+def parse_chat_response(
+    data: Any, n: int, *, client_latency_s: float, name: str, logprobs: bool = False
+) -> list[Completion]:
     """Completions in choice-index order (exactly `n`), with usage as described in the module
-    docstring. Raises EngineRequestError on a malformed body, FewerChoices (carrying what came
+    docstring (and, with `logprobs`, `meta["token_ids"]`/`meta["logprobs"]`). Raises EngineRequestError on a malformed body, FewerChoices (carrying what came
     back) when fewer than `n` choices came back."""
     if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
         raise EngineRequestError(f"{name}: malformed chat response (no choices): {str(data)[:200]}")
     choices = sorted(data["choices"], key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
     if 0 < len(choices) < n:
-        got = parse_chat_response(data, len(choices), client_latency_s=client_latency_s, name=name)
+        got = parse_chat_response(
+            data, len(choices), client_latency_s=client_latency_s, name=name, logprobs=logprobs
+        )
         raise FewerChoices(
             f"{name}: asked for n={n} choices, the server returned {len(choices)} (it ignores n: "
             "set engine.fork=fanout)",
@@ -144,8 +162,61 @@ def parse_chat_response(data: Any, n: int, *, client_latency_s: float, name: str
                 meta=meta,
             )
         meta["client_latency_s"] = round(client_latency_s, 6)
+        if logprobs:
+            meta["token_ids"], meta["logprobs"] = completion_logprobs(ch, name)
+            if isinstance(data.get("prompt_token_ids"), list):  # vLLM with return_token_ids
+                meta["prompt_token_ids"] = data["prompt_token_ids"]
         out.append(comp)
     return out
+
+
+_TOKEN_ID = re.compile(r"token_id:(\d+)\Z")  # vLLM's tokens with return_tokens_as_token_ids
+_warned_no_logprobs: set[str] = set()
+logger = logging.getLogger(__name__)
+
+
+def completion_logprobs(choice: Any, name: str) -> tuple[list[int] | None, list[float] | None]:
+    """(token ids, logprobs) of one generated sequence as the server reported them, each None
+    when it did not. Reads, in order: SGLang's `meta_info.output_token_logprobs`
+    (`[logprob, token_id, text]` tuples; native /generate items and chat choices with
+    `return_meta_info`), the OpenAI `logprobs.content` list (token ids when vLLM sends the
+    tokens as `token_id:N`), and a choice-level `token_ids` list (vLLM's `return_token_ids`) or
+    `output_ids` (SGLang's /generate)."""
+    if not isinstance(choice, dict):
+        return None, None
+    ids: list[int] | None = None
+    lps: list[float] | None = None
+    meta_info = choice.get("meta_info")
+    tuples = meta_info.get("output_token_logprobs") if isinstance(meta_info, dict) else None
+    if isinstance(tuples, list) and tuples:
+        try:
+            lps = [float(t[0]) for t in tuples]
+            ids = [int(t[1]) for t in tuples]
+        except (TypeError, ValueError, IndexError):
+            ids = lps = None
+    content = (
+        (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
+    )
+    if lps is None and isinstance(content, list) and content:
+        try:
+            lps = [float(e["logprob"]) for e in content]
+        except (TypeError, ValueError, KeyError):
+            lps = None
+        matches = [_TOKEN_ID.match(str(e.get("token", ""))) if isinstance(e, dict) else None for e in content]
+        if lps is not None and all(matches):
+            ids = [int(m.group(1)) for m in matches]  # type: ignore[union-attr]
+    token_ids = (choice.get("token_ids") or choice.get("output_ids")) if ids is None else None
+    if isinstance(token_ids, list) and all(isinstance(t, int) for t in token_ids):
+        ids = list(token_ids)
+    if lps is None and name not in _warned_no_logprobs:
+        _warned_no_logprobs.add(name)
+        logger.warning(
+            "%s: engine.return_logprobs=true but the server returned no logprobs%s; recorded as None "
+            "(the server does not support them, or not on this route)",
+            name,
+            "" if ids is not None else " or token ids",
+        )
+    return ids, lps
 
 
 def largest_remainder_split(total: int, weights: list[float]) -> list[int]:

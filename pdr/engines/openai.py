@@ -159,7 +159,8 @@ class OpenAIEngine(HttpEngine):
         return self.cfg.model
 
     def identity(self) -> str:
-        return f"openai|model={self.model}|url={self.url}"
+        # "|logprobs" only when asked: the call-cache keys of every other configuration stay valid.
+        return f"openai|model={self.model}|url={self.url}" + ("|logprobs" if self.cfg.return_logprobs else "")
 
     def info(self) -> dict[str, Any]:
         return {
@@ -172,6 +173,7 @@ class OpenAIEngine(HttpEngine):
             "send_seed": self.cfg.send_seed,
             "retries": self.retries,
             "max_tokens_field": self.cap_field,
+            "return_logprobs": self.cfg.return_logprobs,
             "server_kind": self.server_kind,
             **self.client_info(),
         }
@@ -194,6 +196,7 @@ class OpenAIEngine(HttpEngine):
                 max_tokens_field=field,
                 seed=request.seed if cfg.send_seed else None,
                 extra=extra,
+                logprobs=cfg.return_logprobs,
             )
             t0 = time.monotonic()
             try:
@@ -207,7 +210,11 @@ class OpenAIEngine(HttpEngine):
                     ) from None
                 raise
             return parse_chat_response(
-                data, request.n, client_latency_s=time.monotonic() - t0, name=self.name
+                data,
+                request.n,
+                client_latency_s=time.monotonic() - t0,
+                name=self.name,
+                logprobs=cfg.return_logprobs,
             )
 
         async def send(max_tokens: int) -> list[Completion]:

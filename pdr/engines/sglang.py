@@ -33,7 +33,7 @@ from typing import Any
 from pdr.config.engines import SGLangEngineConfig
 from pdr.engines import thinking
 from pdr.engines.base import Completion, GenRequest, Message, finish_reason, split_thinking
-from pdr.engines.chat_api import chat_body, parse_chat_response
+from pdr.engines.chat_api import chat_body, completion_logprobs, parse_chat_response
 from pdr.engines.chat_templates import ChatTemplate, resolve_template
 from pdr.engines.http import UNREACHABLE_S, read_api_key
 from pdr.engines.http_engine import HttpEngine, wait_ready
@@ -222,6 +222,8 @@ class SGLangEngine(HttpEngine):
             )
         if self.cfg.chat_template_kwargs:
             parts.append(f"kwargs={sorted(self.cfg.chat_template_kwargs.items())}")
+        if self.cfg.return_logprobs:  # only when asked: other configurations keep their cache keys
+            parts.append("logprobs")
         return "|".join(parts)
 
     def info(self) -> dict[str, Any]:
@@ -236,6 +238,7 @@ class SGLangEngine(HttpEngine):
             "launched": self.cfg.launch,
             "chat_template": self.template.name if self.template else None,
             "send_seed": self.cfg.send_seed,
+            "return_logprobs": self.cfg.return_logprobs,
             "readiness_endpoint": self._ready_path or None,
             "retries": self.retries,
             **self.client_info(),
@@ -263,6 +266,10 @@ class SGLangEngine(HttpEngine):
         http = self._require_http()
         prompt = self.render(request.messages)
         if request.sampling.thinking_tokens is not None:  # thinking cap + answer buffer
+            if self.cfg.return_logprobs:
+                # Budget forcing splices generated phases with injected text: no one sequence of
+                # sampled tokens to report. Recorded as None (warned once), never stitched.
+                completion_logprobs(None, f"{self.name} (budget forcing)")
             return lambda max_tokens: thinking.generate_native(self, http, request, prompt)
 
         async def send(max_tokens: int) -> list[Completion]:
@@ -274,7 +281,11 @@ class SGLangEngine(HttpEngine):
                 on_timeout=self._abort_timed_out,
             )
             return parse_native_response(
-                data, request.n, client_latency_s=time.monotonic() - t0, name=self.name
+                data,
+                request.n,
+                client_latency_s=time.monotonic() - t0,
+                name=self.name,
+                logprobs=self.cfg.return_logprobs,
             )
 
         return send
@@ -298,7 +309,12 @@ class SGLangEngine(HttpEngine):
             raise EngineRequestError(
                 f"{self.name}: refusing to send unknown sampling_params {sorted(unknown)}"
             )
-        return {"text": prompt, "sampling_params": sp, "rid": _rid(request, self._rid_prefix)}
+        body: dict[str, Any] = {"text": prompt, "sampling_params": sp, "rid": _rid(request, self._rid_prefix)}
+        if self.cfg.return_logprobs:
+            # Output tokens only (logprob_start_len -1, the default): prompt logprobs would cap the
+            # prefix-cache reuse at their start (sglang-http-api.md §7).
+            body["return_logprob"] = True
+        return body
 
     def _send_chat(self, request: GenRequest) -> _Send:
         http = self._require_http()
@@ -323,11 +339,16 @@ class SGLangEngine(HttpEngine):
                 max_tokens_field="max_completion_tokens",  # SGLang reads both; this one wins
                 seed=request.seed if self.cfg.send_seed else None,
                 extra=extra,
+                logprobs=self.cfg.return_logprobs,
             )
             t0 = time.monotonic()
             data = await http.request_json("POST", "/v1/chat/completions", body)
             return parse_chat_response(
-                data, request.n, client_latency_s=time.monotonic() - t0, name=self.name
+                data,
+                request.n,
+                client_latency_s=time.monotonic() - t0,
+                name=self.name,
+                logprobs=self.cfg.return_logprobs,
             )
 
         return send
@@ -343,7 +364,7 @@ def _rid(request: GenRequest, prefix: str = "pdr") -> str:
 
 
 def parse_native_response(
-    data: Any, n: int, *, client_latency_s: float, name: str = "sglang"
+    data: Any, n: int, *, client_latency_s: float, name: str = "sglang", logprobs: bool = False
 ) -> list[Completion]:
     """Completions from a /generate answer: one object for n == 1, a list of n objects
     (prompt-major = sample order for one prompt) otherwise. Tolerates missing and extra
@@ -368,6 +389,8 @@ def parse_native_response(
         for key in ("weight_version", "dp_rank", "num_retractions", "cached_tokens_details"):
             if meta_info.get(key) is not None:
                 meta[key] = meta_info[key]
+        if logprobs:  # `output_token_logprobs`: [logprob, token_id, text] per generated token
+            meta["token_ids"], meta["logprobs"] = completion_logprobs(item, name)
         out.append(
             Completion(
                 text=text,

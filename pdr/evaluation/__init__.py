@@ -3,7 +3,8 @@
 ``from pdr.evaluation import grade`` — ``grade(response, gold) -> Grade`` with ``.correct``,
 ``.status`` (``"correct" | "wrong" | "no_answer"``; ``"error"`` only when the grading worker
 processes cannot start, see ``pdr.evaluation.grading``), ``.extracted`` and ``.error``. ``grade_many`` is
-the batch form. Importing this package is cheap: sympy and math-verify are imported only by the
+the batch form. ``compute_score`` (verl) and ``pdr_reward`` (TRL) are the grader as an RL
+reward (``pdr.evaluation.reward``). Importing this package is cheap: sympy and math-verify are imported only by the
 worker processes (or by the first in-process check with ``workers=0``).
 """
 
@@ -27,6 +28,7 @@ from pdr.evaluation.grading import (
     shutdown,
     warm_up,
 )
+from pdr.evaluation.reward import compute_score, pdr_reward
 
 __all__ = [
     "DEFAULT_MAX_ANSWER_CHARS",
@@ -34,6 +36,7 @@ __all__ = [
     "DEFAULT_WORKERS",
     "Grade",
     "Grader",
+    "compute_score",
     "configure",
     "extract_answer",
     "fast_grade",
@@ -42,6 +45,7 @@ __all__ = [
     "grade_many",
     "last_boxed",
     "normalize_answer",
+    "pdr_reward",
     "shutdown",
     "strip_thinking",
     "warm_up",

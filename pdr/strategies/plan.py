@@ -28,6 +28,12 @@ from pdr.strategies.distill import Distill
 from pdr.strategies.generate import Generate
 from pdr.strategies.graph import Graph
 
+# With no context length known (neither engine.context_length nor the server says), a step is still
+# refused when no model could hold it: 10 Mi tokens is beyond every context window served today. A
+# width whose summarizer must read all its drafts in one call is then one no schedule could serve
+# (forks split into requests of engine.max_n and queue; a single prompt cannot be split).
+UNSERVABLE_CONTEXT = 10 * 1024 * 1024
+
 
 def rough_tokens(text: str) -> int:
     """A conservative token estimate (English and LaTeX average ~4 characters per token)."""
@@ -100,11 +106,15 @@ def check_context(
     count_tokens: Callable[[str], int] = rough_tokens,
     source: str = "engine.context_length",
 ) -> list[StepNeed]:
-    """`plan_context`, and a ConfigError for the first step that cannot fit `context_length`
-    (nothing checked when it is None)."""
+    """`plan_context`, and a ConfigError for the first step that cannot fit `context_length`; when
+    that is None, for the first step no model could hold (`UNSERVABLE_CONTEXT`)."""
     needs = plan_context(graph, prompts, max_tokens, problems, count_tokens)
     if context_length is None:
-        return needs
+        context_length = UNSERVABLE_CONTEXT
+        limit = (f"{context_length:,}, more than any model's context window: no schedule can serve it "
+                 "(engine.context_length is unset; set it if your model really serves more)")
+    else:
+        limit = f"{source}={context_length:,}"
     for need in needs:
         if need.total <= context_length:
             continue
@@ -112,6 +122,8 @@ def check_context(
         fixes = []
         if need.what.startswith("distill"):
             fixes.append(f"strategy.distill_input_tokens<={max(0, room - 16 * need.drafts)}")
+            fixes.append(f"a narrower strategy.widths than {need.drafts}, or an extractive strategy.distill "
+                         "(top_k_shared, top_k_per_sample, random_k: no call reads every draft)")
         elif need.reads:
             fixes.append(f"strategy.workspace_tokens<={max(0, room)}")
         fixes.append(f"lower sampling.thinking_tokens / sampling.max_tokens (generation {need.generation:,})")
@@ -119,6 +131,6 @@ def check_context(
         raise ConfigError(
             f"context planning: step {need.step} {need.what} needs up to {need.total:,} tokens "
             f"(prompt ~{need.prompt:,} + read {need.reads:,} + generation {need.generation:,}) > "
-            f"{source}={context_length:,}; fix: " + ", or ".join(fixes)
+            f"{limit}; fix: " + ", or ".join(fixes)
         )
     return needs

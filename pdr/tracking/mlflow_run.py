@@ -179,19 +179,23 @@ class MlflowRun:
 
         return log_run_traces(run_dir, self.run_id, self.experiment_id, mode)
 
-    def log_dataset(self, name: str, source: str, fingerprint: str, problems: int) -> None:
+    def log_dataset(self, name: str, source: str, fingerprint: str, problems: int, context: str = "eval",
+                    tags: Mapping[str, str] | None = None) -> None:
         """The data set as the run's MLflow input (the UI's Datasets column and filters): name,
         source (a path or hub URL), digest = the fingerprint's first 36 characters (MLflow's
-        column width; the whole fingerprint is the input tag `pdr.fingerprint`)."""
+        column width; the whole fingerprint is the input tag `pdr.fingerprint`). `context` is the
+        input's role (`mlflow.data.context`: eval for a benchmark run, source for an export's
+        source runs); `tags`, further input tags."""
         from mlflow.data.http_dataset_source import HTTPDatasetSource
         from mlflow.data.meta_dataset import MetaDataset
         from mlflow.entities import DatasetInput, InputTag
 
         digest = fingerprint.split(":", 1)[-1][:36]
         ds = MetaDataset(source=HTTPDatasetSource(source), name=name, digest=digest)
-        tags = [InputTag("mlflow.data.context", "eval"), InputTag("pdr.fingerprint", fingerprint[:500]),
-                InputTag("pdr.problems", str(problems))]
-        self.client.log_inputs(self.run_id, [DatasetInput(ds._to_mlflow_entity(), tags=tags)])
+        input_tags = [InputTag("mlflow.data.context", context), InputTag("pdr.fingerprint", fingerprint[:500]),
+                      InputTag("pdr.problems", str(problems))]
+        input_tags += [InputTag(k, mask_secrets(str(v))[:500]) for k, v in (tags or {}).items()]
+        self.client.log_inputs(self.run_id, [DatasetInput(ds._to_mlflow_entity(), tags=input_tags)])
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)

@@ -186,18 +186,11 @@ def parent_run_for_job(sweep_dir: Path, tracking_uri: str, experiment: str) -> s
 def _sweep_axes(config: DictConfig) -> dict[str, list[str]]:
     """The swept keys and their values: `hydra.sweeper.params` merged with the command line's
     sweep overrides (the command line wins), as Hydra's basic sweeper combines them."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from pdr.config.overrides import override_axes
 
     args = [f"{k}={v}" for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()]
     args += list(OmegaConf.select(config, "hydra.overrides.task") or [])
-    axes: dict[str, list[str]] = {}
-    for ov in OverridesParser.create().parse_overrides(args):
-        key = ov.get_key_element()
-        if ov.is_sweep_override() and ov.is_discrete_sweep():
-            axes[key] = list(ov.sweep_string_iterator())
-        else:
-            axes.pop(key, None)
-    return axes
+    return {a.key: list(a.values) for a in override_axes(args).values() if a.swept and a.values is not None}
 
 
 # Sweep axes that cannot change a simulated result: the sim draws from per-call seeds and ignores

@@ -30,6 +30,10 @@ What it models (each a trap a client must handle):
   sample reports cached ≈ prompt_len − 1.
 * `/v1/chat/completions`: `n`, usage counting the prompt once, `reasoning_content` when the server
   has a reasoning parser and `separate_reasoning` is on, `return_meta_info`, OpenAI error shape.
+* Logprobs: native `return_logprob` → `meta_info.output_token_logprobs` (`[logprob, token_id, null]`
+  per output token); chat `logprobs: true` → `choices[i].logprobs.content` (vLLM's
+  `return_tokens_as_token_ids` → tokens `token_id:N`; `return_token_ids` → `token_ids` per choice and
+  `prompt_token_ids`). Deterministic values in (-1, 0]. `logprobs=False`: a server that ignores them.
 * API key: 401 ``{"error": "Unauthorized"}`` on every route but /health*, /ready, /metrics.
 
 Generation: the text depends only on the prompt and the sample index (the k-th sample ever drawn for
@@ -209,6 +213,7 @@ class _GenerateReqInput(BaseModel):
     sampling_params: dict[str, Any] | list[dict[str, Any]] | None = None
     rid: str | list[str] | None = None
     stream: bool = False
+    return_logprob: bool | list[bool] = False
 
 
 class _Abort(Exception):
@@ -259,6 +264,7 @@ class FakeSGLangServer:
         chat_n: bool = True,
         total_slots: int | None = None,
         title: str = "FastAPI",
+        logprobs: bool = True,
     ):
         """`context_length`: as if passed with --context-length (None: the model's 32768, and
         /server_info reports null like a real server). `legacy`: behave like 0.5.3 (no
@@ -269,7 +275,8 @@ class FakeSGLangServer:
         cap fields read (others are dropped silently: the answer runs to its natural length);
         `chat_n=False` ignores `n` (one choice); `total_slots` serves llama.cpp's GET /props;
         `title` is the OpenAPI title (llama-cpp-python's is "🦙 llama.cpp Python API");
-        `max_running_requests=1` is a one-slot server."""
+        `max_running_requests=1` is a one-slot server. `logprobs=False`: logprob requests are
+        ignored (no logprob fields in the answer), as by a server without support."""
         self.host = host
         self.port = port
         self.model_path = model_path
@@ -299,6 +306,7 @@ class FakeSGLangServer:
         self.chat_n = chat_n
         self.total_slots = total_slots
         self.title = title
+        self.logprobs = logprobs
         self.aborted: list[Any] = []  # bodies of POST /abort_request
 
         self._lock = threading.Lock()
@@ -849,13 +857,12 @@ class FakeSGLangServer:
         for p, ((_, toks), per_prompt) in enumerate(zip(prompts, results, strict=True)):
             for sample, cached, e2e in per_prompt:
                 rid = rids[p] if (n == 1 and rids[p]) else uuid.uuid4().hex
-                outputs.append(
-                    {
-                        "text": sample.text,
-                        "output_ids": sample.output_ids,
-                        "meta_info": self._meta(rid, sample, len(toks), cached, e2e),
-                    }
-                )
+                meta = self._meta(rid, sample, len(toks), cached, e2e)
+                if req.return_logprob and self.logprobs:
+                    meta["output_token_logprobs"] = [
+                        [lp, tid, None] for lp, tid, _ in _logprob_entries(sample)
+                    ]
+                outputs.append({"text": sample.text, "output_ids": sample.output_ids, "meta_info": meta})
         single = (
             n == 1
             and not isinstance(req.text, list)
@@ -1030,6 +1037,21 @@ class FakeSGLangServer:
             }
             if body.get("return_meta_info"):
                 choice["meta_info"] = self._meta(uuid.uuid4().hex, sample, len(toks), cached, e2e)
+            if body.get("logprobs") and self.logprobs:
+                as_ids = bool(body.get("return_tokens_as_token_ids"))
+                choice["logprobs"] = {
+                    "content": [
+                        {
+                            "token": f"token_id:{tid}" if as_ids else tok,
+                            "logprob": lp,
+                            "bytes": None,
+                            "top_logprobs": [],
+                        }
+                        for lp, tid, tok in _logprob_entries(sample)
+                    ]
+                }
+            if body.get("return_token_ids") and self.logprobs:
+                choice["token_ids"] = list(sample.output_ids)
             choices.append(choice)
         completion = sum(s.completion_tokens for s, _, _ in results)
         reasoning_total = sum(s.reasoning_tokens for s, _, _ in results)
@@ -1043,7 +1065,10 @@ class FakeSGLangServer:
         }
         if reasoning_total:
             usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_total}
-        return {
+        out: dict[str, Any] = {}
+        if body.get("return_token_ids") and self.logprobs:
+            out["prompt_token_ids"] = [_token_id(w) for w in toks]
+        return out | {
             "id": uuid.uuid4().hex,
             "object": "chat.completion",
             "created": int(time.time()),
@@ -1052,6 +1077,20 @@ class FakeSGLangServer:
             "usage": usage,
             "metadata": {"weight_version": "default"},
         }
+
+
+def _token_id(word: str) -> int:
+    return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "big") % 151000
+
+
+def _logprob_entries(sample: Sample) -> list[tuple[float, int, str]]:
+    """(logprob, token id, token text) per output token of `sample` (its output_ids: the words,
+    then the EOS token on a natural stop); the logprob is a deterministic value in (-1, 0]."""
+    words = _tokens(sample.text) + ["<|im_end|>"]
+    return [
+        (-((tid * 2654435761) % 1000) / 1000.0, tid, words[i] if i < len(words) else "")
+        for i, tid in enumerate(sample.output_ids)
+    ]
 
 
 def _verify_sampling(sp: dict[str, Any]) -> None:

@@ -101,3 +101,29 @@ def test_the_servers_context_length_is_checked_after_start_before_any_request(tm
         with pytest.raises(ConfigError, match="the server's context_length=40,960"):
             run_pdr(cfg, tmp_path / "run", launch_dir=tmp_path)
         assert srv.count("/generate") == 0
+
+
+def test_a_width_no_schedule_could_serve_is_refused_before_any_call_without_a_context_length(tmp_path):
+    """widths=[4096] with a summarizer: its one call reads 4096 drafts (~16.8M tokens). Forks split
+    into requests of engine.max_n; a single prompt cannot be split, so no schedule serves it."""
+    from pdr.runner import run as run_pdr
+
+    cfg = compose_object(["+experiment=quickstart", "strategy.widths=[4096]", "tracking.enabled=false",
+                          "progress=false", "dataset.limit=1", "samples=1"])
+    assert cfg.engine.context_length is None
+    with pytest.raises(ConfigError) as err:
+        run_pdr(cfg, tmp_path / "run", launch_dir=tmp_path)
+    msg = str(err.value)
+    assert "distill(global_summary) over 4096 drafts" in msg and "no schedule can serve it" in msg
+    assert "a narrower strategy.widths than 4096" in msg and "top_k_shared" in msg
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_wide_fork_with_an_extractive_distill_is_servable():
+    # 4096 drafts are 64 requests of engine.max_n=64; top-k shows the refine only k of them.
+    needs = _check(["+experiment=quickstart", "strategy.widths=[4096]", "strategy.distill=top_k_shared"], None)
+    assert max(n.total for n in needs) < 100_000
+
+
+def test_a_declared_context_length_beyond_the_ceiling_is_believed():
+    _check(["+experiment=quickstart", "strategy.widths=[4096]"], 20_000_000)

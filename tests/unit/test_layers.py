@@ -2,7 +2,7 @@
 
 Layers, top to bottom (docs/extending.md):
 
-    entry points (run, report, review, dryrun, export)
+    entry points (run, report, review, dryrun, export, rollout)
       -> runner (runner, results)
         -> executor
           -> strategies
@@ -30,6 +30,7 @@ RANK = {
     "review": 6,
     "dryrun": 6,
     "export": 6,
+    "rollout": 6,
     "runner": 5,
     "results": 5,
     "execution_guard": 5,

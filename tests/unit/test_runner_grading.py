@@ -5,7 +5,9 @@ and finished problem-samples released as soon as their rows are handed to the wr
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
+import sys
 import time
 
 import pdr.evaluation
@@ -119,7 +121,20 @@ def test_finished_problem_samples_are_not_kept_until_the_end(tmp_path, monkeypat
 
     def alive_traces() -> int:
         gc.collect()  # count what is still referenced, not garbage the collector has not reached yet
-        return sum(1 for o in gc.get_objects() if type(o) is dict and "workspaces" in o and "gold" in o)
+        # gc.get_objects() also returns a tuple another thread is still building with tuple(genexpr)
+        # (pebble's pool manager does, while is_alive() waits with the GIL released); if that thread
+        # runs again while the list still holds the tuple, CPython's resize of it fails in that
+        # thread ("SystemError: Objects/tupleobject.c: bad argument to internal function"). So no
+        # other thread may run while the list is alive: the switch interval outlasts it, sleep(0)
+        # first serves a switch already requested, and nothing in between releases the GIL.
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(60.0)
+        try:
+            time.sleep(0)
+            dicts = list(filter(functools.partial(type.__instancecheck__, dict), gc.get_objects()))
+        finally:
+            sys.setswitchinterval(interval)
+        return sum(1 for o in dicts if type(o) is dict and "workspaces" in o and "gold" in o)
 
     seen: list[int] = []
     real = ResultsWriter.write
