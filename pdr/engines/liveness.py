@@ -116,8 +116,11 @@ class Watchdog:
         task.add_done_callback(self._probes.discard)
 
     def _cut(self, silent: float) -> None:
-        self.stalls += 1
+        self._last_alive = time.monotonic()  # one cut per silence: the next needs another stall_s
         cut = [a for a in self._attempts if not a.cut and not a.timeout.expired()]
+        if not cut:  # only attempts already cut (or timing out), not yet gone
+            return
+        self.stalls += 1
         logger.warning(
             "%s gave no sign of life for %.0f s (engine.stall_timeout_s=%g) with %d request(s) in flight: "
             "treating it as down (stall %d): cutting them, to send again when it answers",
@@ -127,4 +130,3 @@ class Watchdog:
         for a in cut:
             a.cut = True
             a.timeout.reschedule(now)  # expires at once: the attempt raises TimeoutError
-        self._last_alive = time.monotonic()  # one cut per silence: the next needs another stall_s
