@@ -13,6 +13,10 @@ Why a probe and not just the requests' own silence: a long generation answers no
 ends, however healthy. The probe must therefore hit an endpoint the server answers *while busy*
 (which one, per server: docs/real-servers.md §8); a probe that is itself slow is never cut
 early: it may take up to `stall_timeout_s`, and probes overlap instead of queueing.
+
+Cost on the request path: a set insert and removal per attempt, about 0.01 ms of client CPU
+per call (2000 native calls behind 64 slots against the zero-latency fake, three A/B rounds:
+0.218-0.231 ms off, 0.223-0.240 ms on), plus one GET per interval while busy.
 """
 
 from __future__ import annotations
