@@ -96,6 +96,23 @@ def _check_http_client(cfg: SGLangEngineConfig | OpenAIEngineConfig) -> None:
     for key in ("ready_timeout_s", "connect_timeout_s", "max_downtime_s"):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"engine.{key}={getattr(cfg, key)}: must be > 0 seconds")
+    for key in ("health_interval_s", "stall_timeout_s"):
+        if getattr(cfg, key) is not None and getattr(cfg, key) <= 0:
+            raise ConfigError(
+                f"engine.{key}={getattr(cfg, key)}: must be > 0 seconds (or null: no stall watchdog)"
+            )
+    if (
+        cfg.health_interval_s is not None
+        and cfg.stall_timeout_s is not None
+        and cfg.stall_timeout_s < 2 * cfg.health_interval_s
+    ):
+        # Silence is counted from the last answer: with less than two intervals, a probe would
+        # have no time to answer, and a long healthy generation would be cut as a stall.
+        raise ConfigError(
+            f"engine.stall_timeout_s={cfg.stall_timeout_s}, engine.health_interval_s={cfg.health_interval_s}: "
+            "need stall_timeout_s >= 2 x health_interval_s (the server is probed every health_interval_s); "
+            "raise engine.stall_timeout_s or lower engine.health_interval_s"
+        )
     if cfg.retry_backoff_s < 0 or cfg.retry_backoff_max_s < cfg.retry_backoff_s:
         raise ConfigError(
             f"engine.retry_backoff_s={cfg.retry_backoff_s}, engine.retry_backoff_max_s={cfg.retry_backoff_max_s}: "
@@ -159,6 +176,12 @@ class SGLangEngineConfig(EngineConfig):
     # While the server is unreachable (restart, model reload), poll it and resume when it is
     # back, for up to this long; then the requests fail (and the run stops with how to resume).
     max_downtime_s: float = 600.0
+    # The stall watchdog: while requests are in flight, GET the server's liveness endpoint (SGLang
+    # /health; OpenAI-compatible: /health at the URL's root) every health_interval_s. If nothing
+    # answers for stall_timeout_s (a hung server), the requests are cut and handled as downtime
+    # above, instead of each waiting out timeout_s. null (either) = off. docs/real-servers.md §8.
+    health_interval_s: float | None = 10.0
+    stall_timeout_s: float | None = 60.0
     retry_backoff_s: float = 0.5  # first retry delay; doubles per retry, with jitter
     retry_backoff_max_s: float = 30.0
     # Managed server (engine.launch=true): pdr starts it, waits for readiness, stops it at the end.
@@ -226,6 +249,12 @@ class OpenAIEngineConfig(EngineConfig):
     # While the server is unreachable (restart, model reload), poll it and resume when it is
     # back, for up to this long; then the requests fail (and the run stops with how to resume).
     max_downtime_s: float = 600.0
+    # The stall watchdog: while requests are in flight, GET the server's liveness endpoint (SGLang
+    # /health; OpenAI-compatible: /health at the URL's root) every health_interval_s. If nothing
+    # answers for stall_timeout_s (a hung server), the requests are cut and handled as downtime
+    # above, instead of each waiting out timeout_s. null (either) = off. docs/real-servers.md §8.
+    health_interval_s: float | None = 10.0
+    stall_timeout_s: float | None = 60.0
     retry_backoff_s: float = 0.5
     retry_backoff_max_s: float = 30.0
 

@@ -25,6 +25,7 @@ request event), aiohttp ~0.2 ms (experiments/benchmarks/bench_client_overhead.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -38,6 +39,7 @@ import aiohttp
 import certifi
 
 from pdr.engines.context import is_context_error, overflow_hint
+from pdr.engines.liveness import Watchdog
 from pdr.engines.retry import RETRYABLE_ERRORS, Backoff, poll_until
 from pdr.errors import (
     AuthError,
@@ -69,6 +71,16 @@ class ServerUnreachable(EngineUnavailable):
     def __init__(self, message: str, refused: bool = False):
         super().__init__(message)
         self.refused = refused
+
+
+class ServerStalled(ServerUnreachable):
+    """The stall watchdog (`pdr.engines.liveness`) cut this attempt: the server gave no sign of
+    life for `engine.stall_timeout_s` (a hang). Handled as downtime; `body` is what was sent
+    (to abort it once the server answers again)."""
+
+    def __init__(self, message: str, body: Any = None):
+        super().__init__(message)
+        self.body = body
 
 
 class RequestTimeout(EngineUnavailable):
@@ -156,6 +168,8 @@ class HttpClient:
             # server said its capacity), so the pool itself is unbounded.
             max_connections=0,
             max_downtime_s=cfg.max_downtime_s,
+            health_interval_s=cfg.health_interval_s,
+            stall_timeout_s=cfg.stall_timeout_s,
             api_key=api_key,
             api_key_env=cfg.api_key_env,
             connect_timeout_s=cfg.connect_timeout_s,
@@ -177,12 +191,28 @@ class HttpClient:
         backoff_s: float = 0.5,
         backoff_max_s: float = 30.0,
         max_downtime_s: float = 600.0,
+        health_interval_s: float | None = None,
+        stall_timeout_s: float | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.max_downtime_s = max_downtime_s
         # GET this path to tell whether the server is back after an outage (the engine sets it:
         # SGLang's readiness endpoint, /models on OpenAI-compatible servers).
         self.health_path = "/health"
+        # GET this path to tell whether a busy server still lives (the stall watchdog, and the
+        # wait after a stall); it must answer while the server generates (`check_liveness`).
+        self.liveness_path = "/health"
+        self.watchdog = (
+            Watchdog(
+                self.alive,
+                interval_s=health_interval_s,
+                stall_s=stall_timeout_s,
+                what=f"{name}: server at {self.base_url}",
+            )
+            if health_interval_s is not None and stall_timeout_s is not None
+            else None
+        )
+        self.server_down = False  # the last wait for the server gave up (max_downtime_s)
         self._outage: asyncio.Future[float] | None = None
         self.downtime_s = 0.0  # seconds spent waiting for the server over the client's life
         self.name = name
@@ -216,6 +246,8 @@ class HttpClient:
         )
 
     async def close(self) -> None:
+        if self.watchdog is not None:
+            await self.watchdog.close()
         session, self._session = self._session, None
         if session is not None:
             await session.close()
@@ -246,10 +278,12 @@ class HttpClient:
         `body_factory`, when given, builds the body afresh for every attempt (e.g. a new request
         id: a timed-out request may still be in flight on the server under the old one).
         `on_timeout(body)` is called with the body of an attempt that timed out (to abort it on
-        the server before the retry).
+        the server before the retry), or that the stall watchdog cut (once the server answers
+        again).
 
         Connection failures (`ServerUnreachable`) do not spend attempts while the server is
-        down: they wait for it (`wait_until_back`, up to `max_downtime_s`).
+        down: they wait for it (`wait_until_back`, up to `max_downtime_s`). A stall (the
+        watchdog cut the attempt: `ServerStalled`) waits the same way and spends one attempt.
 
         A plain loop over `self.backoff`, not tenacity: see `pdr.engines.retry` for why."""
         attempts = self.max_retries + 1 if retry else 1
@@ -266,12 +300,17 @@ class HttpClient:
                 # Downtime is measured in time, not attempts: wait for the server (up to
                 # max_downtime_s) and try again. An outage that lasted no time at all (the
                 # server answers its health check at once) counts as an attempt, so a server
-                # that resets every request still ends.
+                # that resets every request still ends; so does every stall (a request that
+                # hangs the server each time, or a liveness endpoint that does not answer
+                # while the server is busy, must not cut and re-send forever).
                 waited = await self.wait_until_back(e)
+                stalled = isinstance(e, ServerStalled)
+                if on_timeout is not None and stalled:
+                    on_timeout(e.body)
                 self.retries += 1
-                if waited > 0:
+                if waited > 0 and not stalled:
                     attempt -= 1
-                elif attempt < attempts:
+                elif attempt < attempts and waited == 0:
                     await asyncio.sleep(self.backoff.delay(attempt))
             except RETRYABLE_ERRORS as e:
                 last = e
@@ -290,14 +329,26 @@ class HttpClient:
     async def wait_until_back(self, cause: Exception) -> float:
         """Wait until the server answers `health_path` again; return the seconds waited (0.0 if
         it answered at once). Concurrent callers share one poll. Raises EngineUnavailable after
-        `max_downtime_s` of unreachability."""
+        `max_downtime_s` of unreachability. After a stall (`ServerStalled`) only an answer to
+        `liveness_path` counts: a hung server also accepts connections."""
         if self._outage is None or self._outage.done():
             self._outage = asyncio.ensure_future(self._poll_back(cause))
         return await asyncio.shield(self._outage)
 
     async def _poll_back(self, cause: Exception) -> float:
         t0 = time.monotonic()
-        if await self.reachable():
+        deadline = t0 + self.max_downtime_s
+
+        async def back() -> bool:
+            if not isinstance(cause, ServerStalled):
+                return await self.reachable()
+            # A resumed server answers its liveness probe at once (SGLang's /health in about
+            # 1 s): health_interval_s, at least 2 s, is ample; never past the deadline.
+            wait = max(2.0, self.watchdog.interval_s) if self.watchdog is not None else 10.0
+            return await self.alive(max(0.5, min(wait, deadline - time.monotonic())))
+
+        if await back():  # at once: counts as an attempt (see request_json)
+            self.downtime_s += time.monotonic() - t0
             return 0.0
         logger.warning(
             "%s: server at %s unreachable (%s); waiting up to engine.max_downtime_s=%g s for it to come back",
@@ -305,11 +356,12 @@ class HttpClient:
         )  # fmt: skip
 
         async def probe() -> bool | None:
-            return True if await self.reachable() else None
+            return True if await back() else None
 
+        self.server_down = True
         await poll_until(
             probe,
-            timeout_s=self.max_downtime_s,
+            timeout_s=max(0.0, deadline - time.monotonic()),
             first_s=0.25,
             max_s=5.0,
             on_timeout=lambda: EngineUnavailable(
@@ -322,6 +374,7 @@ class HttpClient:
         )
         waited = time.monotonic() - t0
         self.downtime_s += waited
+        self.server_down = False
         logger.warning("%s: server at %s is back after %.1f s; resuming", self.name, self.base_url, waited)
         return waited
 
@@ -339,6 +392,32 @@ class HttpClient:
         except aiohttp.ClientError:
             return False
 
+    async def alive(self, timeout_s: float) -> bool:
+        """True if the server answers GET `liveness_path` within `timeout_s` with any status
+        below 500 (a 404 too: the server's HTTP layer lives). A probe of the stall watchdog."""
+        session = self._require_session()
+        try:
+            async with asyncio.timeout(timeout_s), session.get(self._url(self.liveness_path)) as resp:
+                await resp.read()
+                return resp.status < 500
+        except (TimeoutError, aiohttp.ClientError):
+            return False
+
+    async def check_liveness(self, path: str) -> None:
+        """Use GET `path` for the stall watchdog if the server answers it now (idle: at once);
+        else switch the watchdog off, with a warning (it would take every long generation for
+        a stall)."""
+        self.liveness_path = path
+        if self.watchdog is None:
+            return
+        if not await self.alive(min(self.watchdog.stall_s, 10.0)):
+            logger.warning(
+                "%s: GET %s gave no answer below HTTP 500 at start: the stall watchdog is off "
+                "(a hung server costs engine.timeout_s=%g s per request)",
+                self.name, self._url(path), self.timeout_s,
+            )  # fmt: skip
+            self.watchdog = None
+
     def _url(self, path: str) -> str:
         """`base_url + path`, or `path` itself when it is already an absolute URL."""
         return path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
@@ -346,12 +425,24 @@ class HttpClient:
     async def _attempt(self, method: str, path: str, body: Any) -> Any:
         url = self._url(path)
         session = self._require_session()
+        timeout = asyncio.timeout(self.timeout_s)
+        attempt = None
+        watched = self.watchdog.watching(timeout) if self.watchdog is not None else contextlib.nullcontext()
         try:
-            async with asyncio.timeout(self.timeout_s), session.request(method, url, json=body) as resp:
-                status = resp.status
-                text = (await resp.read()).decode("utf-8", "replace")
-                retry_after = resp.headers.get("retry-after")
+            async with timeout:
+                with watched as attempt:
+                    async with session.request(method, url, json=body) as resp:
+                        status = resp.status
+                        text = (await resp.read()).decode("utf-8", "replace")
+                        retry_after = resp.headers.get("retry-after")
         except TimeoutError as e:  # aiohttp's ServerTimeoutError is a TimeoutError too
+            if attempt is not None and attempt.cut:
+                stall_s = self.watchdog.stall_s if self.watchdog is not None else float("nan")
+                raise ServerStalled(
+                    f"{self.name}: {method} {url}: the server gave no sign of life for "
+                    f"engine.stall_timeout_s={stall_s:g} s (hung)",
+                    body,
+                ) from None
             if isinstance(e, aiohttp.ServerTimeoutError) and "connect" in str(e).lower():
                 raise ServerUnreachable(f"{self.name}: {method} {url}: connect timed out") from None
             raise RequestTimeout(

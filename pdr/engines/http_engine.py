@@ -134,6 +134,7 @@ class HttpEngine(BaseEngine):
         self.capacity_source: str | None = None
         self._http: HttpClient | None = None
         self._retries_before_close = 0
+        self._watch_before_close: dict[str, Any] = {}
 
     async def open_http(self, api_key: str | None) -> HttpClient:
         """Open the pooled client to `self.url` with the engine's timeouts and retries."""
@@ -169,6 +170,7 @@ class HttpEngine(BaseEngine):
         flight). Idempotent; `retries` and `info()` still work."""
         if self._http is not None:
             self._retries_before_close = self._http.retries
+            self._watch_before_close = self._watch_info()
             await self._http.close()
             self._http = None
 
@@ -190,6 +192,16 @@ class HttpEngine(BaseEngine):
             "capacity_source": self.capacity_source,
             "max_n": self.cfg.max_n,
             "n_fallback": self.n_fallback,
+            **(self._watch_info() if self._http is not None else self._watch_before_close),
+        }
+
+    def _watch_info(self) -> dict[str, Any]:
+        """The stall watchdog's endpoint (None: off), the stalls it detected, the downtime waited."""
+        http = self._require_http()
+        return {
+            "stall_watch": http.liveness_path if http.watchdog is not None else None,
+            "stalls": http.watchdog.stalls if http.watchdog is not None else 0,
+            "downtime_s": round(http.downtime_s, 1),
         }
 
     async def generate(self, request: GenRequest) -> list[Completion]:

@@ -73,6 +73,10 @@ class OpenAIEngine(HttpEngine):
             self.model = self._resolve_model()
             capacity, source = await self._read_capacity()
             self.set_capacity(capacity, source)
+            # The stall watchdog's probe. /models is no good: llama-cpp-python serves it behind the
+            # lock its generation holds (it would take a long generation for a hang); its /health
+            # is a 404 that its event loop answers while the model generates (docs/real-servers.md §8).
+            await http.check_liveness(self._root() + "/health")
         except BaseException:
             await self.close()
             raise
@@ -82,7 +86,7 @@ class OpenAIEngine(HttpEngine):
         not say. Reads the server root (the URL without /v1): llama.cpp's /props, else the
         OpenAPI title of llama-cpp-python (one Llama behind one lock: capacity 1)."""
         http = self._require_http()
-        root = self.url[: -len("/v1")] if self.url.endswith("/v1") else self.url
+        root = self._root()
         for path, read in (("/props", _slots_from_props), ("/openapi.json", _slots_from_openapi)):
             try:
                 data = await http.request_json("GET", root + path, retry=False)
@@ -93,6 +97,10 @@ class OpenAIEngine(HttpEngine):
                 self.server_kind = found[1]
                 return found[0], f"{found[1]} ({path})"
         return None, ""
+
+    def _root(self) -> str:
+        """The server root: the URL without its /v1."""
+        return self.url[: -len("/v1")] if self.url.endswith("/v1") else self.url
 
     async def _wait_models(self) -> dict[str, Any] | None:
         """GET /models until it answers ({} if the server has no such route)."""

@@ -120,6 +120,9 @@ class SGLangEngine(HttpEngine):
                 http, timeout_s=cfg.ready_timeout_s, unreachable_s=None if cfg.launch else UNREACHABLE_S
             )
             http.health_path = self._ready_path
+            # The stall watchdog's probe: /health answers as soon as the scheduler emits anything
+            # (about 1 s on a busy server), and 503 when it emitted nothing for 20 s (wedged).
+            await http.check_liveness("/health")
             await self._read_server_facts()
             running = self._server_info.get("max_running_requests")
             self.set_capacity(
@@ -194,7 +197,8 @@ class SGLangEngine(HttpEngine):
         """Abort this engine's requests still running on the server (its rid prefix), close the
         connection pool and stop a launched server. Idempotent; info() still works."""
         try:
-            if self._http is not None and self.calls and self.server is None:
+            # (Not to a server that stayed down: the abort would wait out the watchdog there.)
+            if self._http is not None and self.calls and self.server is None and not self._http.server_down:
                 await self.abort(self._rid_prefix)
             await super().close()
         finally:
