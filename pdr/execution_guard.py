@@ -32,7 +32,8 @@ def stall_timeout_s(engine_cfg: EngineConfig) -> float:
     """Seconds without any finished call after which the run is failed as stalled.
 
     `$PDR_STALL_TIMEOUT_S` if set; else the longest a single call can legitimately take: every
-    attempt timing out plus the longest backoffs, plus a minute. Per-request timeouts are the
+    attempt timing out, or cut as stalled and then waiting out `engine.max_downtime_s` for the
+    server to come back, plus the longest backoffs, plus a minute. Per-request timeouts are the
     first line; this is the guard that makes "never hang" hold even if something below them does
     not time out.
     """
@@ -44,13 +45,12 @@ def stall_timeout_s(engine_cfg: EngineConfig) -> float:
             raise RunFailed(f"{STALL_ENV}={env!r}: must be a number of seconds") from None
         if value > 0:
             return value
-    # Only the HTTP engines back off between attempts.
-    backoff = (
-        engine_cfg.retry_backoff_max_s
-        if isinstance(engine_cfg, SGLangEngineConfig | OpenAIEngineConfig)
-        else 0.0
-    )
-    return (engine_cfg.max_retries + 1) * (engine_cfg.timeout_s + backoff) + 60.0
+    # Only the HTTP engines back off between attempts and ride out a server's downtime.
+    http = isinstance(engine_cfg, SGLangEngineConfig | OpenAIEngineConfig)
+    per_attempt = engine_cfg.timeout_s
+    if http:
+        per_attempt += engine_cfg.retry_backoff_max_s + engine_cfg.max_downtime_s
+    return (engine_cfg.max_retries + 1) * per_attempt + 60.0
 
 
 class RunGuard:

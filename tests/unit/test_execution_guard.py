@@ -82,8 +82,9 @@ def test_stall_limits_depend_on_whether_engine_calls_are_outstanding(monkeypatch
 
 def test_stall_timeout_covers_every_retry_or_the_environment(monkeypatch):
     monkeypatch.delenv(STALL_ENV, raising=False)
-    cfg = SGLangEngineConfig(timeout_s=10.0, max_retries=2, retry_backoff_max_s=5.0)
-    assert stall_timeout_s(cfg) == 3 * (10.0 + 5.0) + 60.0
+    cfg = SGLangEngineConfig(timeout_s=10.0, max_retries=2, retry_backoff_max_s=5.0, max_downtime_s=100.0)
+    # each attempt may time out, or be cut as stalled and wait out the server's downtime
+    assert stall_timeout_s(cfg) == 3 * (10.0 + 5.0 + 100.0) + 60.0
     assert stall_timeout_s(SimEngineConfig(timeout_s=10.0, max_retries=0)) == 10.0 + 60.0
     monkeypatch.setenv(STALL_ENV, "2.5")
     assert stall_timeout_s(cfg) == 2.5
