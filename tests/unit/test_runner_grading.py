@@ -5,10 +5,9 @@ and finished problem-samples released as soon as their rows are handed to the wr
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
-import sys
 import time
+import weakref
 
 import pdr.evaluation
 from pdr.config.schema import GradingConfig
@@ -116,25 +115,30 @@ def test_grading_workers_are_warmed_up_only_for_non_integer_gold_answers():
 def test_finished_problem_samples_are_not_kept_until_the_end(tmp_path, monkeypatch):
     """Problem-samples finishing one after another (one call at a time): when a row is handed to
     the writer, the earlier rows' traces are gone; memory follows what is in flight, not the run."""
+    import pdr.runner
     from pdr.results import ResultsWriter
     from pdr.runner import run
 
+    # Every traces.jsonl entry the runner builds, held weakly. (Not a gc.get_objects() scan: that
+    # list also holds a tuple another thread is still building with tuple(genexpr), as pebble's
+    # pool manager does, and CPython then fails that thread's resize of it with "SystemError:
+    # Objects/tupleobject.c: bad argument to internal function".)
+    class Trace(dict):  # a dict that can be weakly referenced
+        pass
+
+    made: list[weakref.ref] = []
+    real_trace = pdr.runner.outcome_trace
+
+    def outcome_trace(*args, **kwargs):  # noqa: ANN002, ANN003
+        trace = Trace(real_trace(*args, **kwargs))
+        made.append(weakref.ref(trace))
+        return trace
+
+    monkeypatch.setattr(pdr.runner, "outcome_trace", outcome_trace)
+
     def alive_traces() -> int:
         gc.collect()  # count what is still referenced, not garbage the collector has not reached yet
-        # gc.get_objects() also returns a tuple another thread is still building with tuple(genexpr)
-        # (pebble's pool manager does, while is_alive() waits with the GIL released); if that thread
-        # runs again while the list still holds the tuple, CPython's resize of it fails in that
-        # thread ("SystemError: Objects/tupleobject.c: bad argument to internal function"). So no
-        # other thread may run while the list is alive: the switch interval outlasts it, sleep(0)
-        # first serves a switch already requested, and nothing in between releases the GIL.
-        interval = sys.getswitchinterval()
-        sys.setswitchinterval(60.0)
-        try:
-            time.sleep(0)
-            dicts = list(filter(functools.partial(type.__instancecheck__, dict), gc.get_objects()))
-        finally:
-            sys.setswitchinterval(interval)
-        return sum(1 for o in dicts if type(o) is dict and "workspaces" in o and "gold" in o)
+        return sum(1 for ref in made if ref() is not None)
 
     seen: list[int] = []
     real = ResultsWriter.write
