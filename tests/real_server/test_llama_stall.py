@@ -74,12 +74,13 @@ def test_a_long_healthy_generation_is_not_taken_for_a_hang(llama_server):
         url=llama_server.url,
         api_key_env=None,
         timeout_s=TIMEOUT_S,
-        health_interval_s=0.5,
-        stall_timeout_s=2.0,
+        health_interval_s=0.25,
+        stall_timeout_s=1.0,
     )
+    # 1,024 tokens: ~20 s on an idle 2-core machine (256 took 5 s once, too close to the bound below).
     req = GenRequest(
         (Message("user", "Write a long story about a dragon who learns to count."),),
-        SamplingParams(max_tokens=256, temperature=0.8),
+        SamplingParams(max_tokens=1024, temperature=0.8),
     )
 
     async def go(e: OpenAIEngine):
