@@ -19,11 +19,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from pdr.config.secrets import mask_secrets
+from pdr.jsonl import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -36,25 +37,6 @@ RUN_INFO = "run.json"
 CONFIG = "config.json"
 # What a run logs as MLflow artifacts (besides Hydra's files and the trace viewer).
 ARTIFACTS = (RESULTS, SUMMARY, CONFIG, TRACES, ERRORS)
-
-
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL file; a torn last line (a crash mid-write) is skipped with a warning."""
-    if not path.exists():
-        return
-    # Streamed with one line of look-ahead (only the last line may be torn): traces.jsonl can be
-    # gigabytes, and compact_jsonl and resume read it whole.
-    with path.open(encoding="utf-8") as f:
-        prev: str | None = None
-        for line in f:
-            if prev is not None and prev.strip():
-                yield json.loads(prev)  # not the last line: corruption here is an error
-            prev = line
-    if prev is not None and prev.strip():
-        try:
-            yield json.loads(prev)
-        except json.JSONDecodeError:
-            log.warning("%s: ignoring a torn last line (an interrupted write)", path)
 
 
 def write_json(path: Path, data: Any) -> None:

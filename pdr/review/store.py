@@ -129,12 +129,11 @@ def load_results(tracking_uri: str, run_id: str) -> list[dict[str, Any]]:
 def load_traces(tracking_uri: str, run_id: str) -> list[dict[str, Any]]:
     """The run's traces.jsonl rows: from its run directory, else its MLflow artifacts (a remote
     store holds them once, gzip-compressed, as traces.jsonl.gz; older runs as traces.jsonl)."""
-    from pdr.tracking.traces import read_entries
 
     try:
         return list(read_jsonl(read_run_file(tracking_uri, run_id, "traces.jsonl")))
     except FileNotFoundError:
-        return list(read_entries(read_run_file(tracking_uri, run_id, "traces.jsonl.gz")))
+        return list(read_jsonl(read_run_file(tracking_uri, run_id, "traces.jsonl.gz")))
 
 
 def run_tags(tracking_uri: str, run_id: str) -> dict[str, str]:

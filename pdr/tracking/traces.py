@@ -32,15 +32,15 @@ paper-scale run's traces to a few MB).
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from pdr.jsonl import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -78,20 +78,6 @@ def select(entries: Sequence[Mapping[str, Any]], mode: str) -> list[Mapping[str,
     if mode == "failures":
         return [t for t in ranked if t.get("status") in _FAILURES]
     return ranked[: int(mode.split(":", 1)[1])]
-
-
-def read_entries(path: Path) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL file, plain or gzip-compressed (`.gz`); a torn last line is skipped."""
-    if not path.exists():
-        return
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    log.warning("%s: skipping a torn line", path)
 
 
 def _clip(text: Any) -> str:
@@ -233,10 +219,10 @@ def log_run_traces(run_dir: Path, run_id: str, experiment_id: str, mode: str,
 
     path = traces_file or next((p for p in (run_dir / "traces.jsonl.gz", run_dir / "traces.jsonl") if p.exists()),
                                run_dir / "traces.jsonl")
-    latest = {(str(t["problem_id"]), int(t["sample"])): t for t in read_entries(path)
+    latest = {(str(t["problem_id"]), int(t["sample"])): t for t in read_jsonl(path)
               if "problem_id" in t and "sample" in t}
     # The last row of each problem-sample wins (as in the traces), should a resume have left two.
-    rows = {(str(r["problem_id"]), int(r["sample"])): r for r in read_entries(run_dir / "results.jsonl")}
+    rows = {(str(r["problem_id"]), int(r["sample"])): r for r in read_jsonl(run_dir / "results.jsonl")}
     fallback = time.time()
     n = 0
     for entry in select(list(latest.values()), mode):

@@ -19,7 +19,6 @@ import pytest
 
 from pdr.export import Selection, export_episodes
 
-
 # CI installs the libraries (tests/export/setup_trainer_libs.sh) and sets this: a check that skips
 # there checks nothing, so a missing library is a failure.
 REQUIRE = os.environ.get("PDR_REQUIRE_TRAINER_LIBS") == "1"

@@ -7,7 +7,7 @@ Layers, top to bottom (docs/extending.md):
         -> executor
           -> strategies
             -> engines, evaluation, data, tracking
-              -> config, errors, seeding
+              -> config, errors, seeding, jsonl
 
 A module may import from its own unit and from any lower layer; units of the same layer may
 import each other only without forming a cycle. Every import counts, also those inside functions.
@@ -42,6 +42,7 @@ RANK = {
     "tracking": 2,
     "config": 1,
     "errors": 0,
+    "jsonl": 0,
     "seeding": 0,
     "__init__": 0,
 }
