@@ -219,16 +219,22 @@ def log_run_traces(run_dir: Path, run_id: str, experiment_id: str, mode: str,
 
     path = traces_file or next((p for p in (run_dir / "traces.jsonl.gz", run_dir / "traces.jsonl") if p.exists()),
                                run_dir / "traces.jsonl")
-    latest = {(str(t["problem_id"]), int(t["sample"])): t for t in read_jsonl(path)
-              if "problem_id" in t and "sample" in t}
     # The last row of each problem-sample wins (as in the traces), should a resume have left two.
     rows = {(str(r["problem_id"]), int(r["sample"])): r for r in read_jsonl(run_dir / "results.jsonl")}
+    # Which problem-samples to log is decided on the rows (small; a row's status is its trace's), so
+    # that of a multi-GB traces.jsonl only the selected entries are held, not the whole file.
+    wanted = [(str(r["problem_id"]), int(r["sample"])) for r in select(list(rows.values()), mode)]
+    keep = set(wanted)
+    latest: dict[tuple[str, int], dict[str, Any]] = {}
+    for t in read_jsonl(path):
+        if "problem_id" in t and "sample" in t and (key := (str(t["problem_id"]), int(t["sample"]))) in keep:
+            latest[key] = t
     fallback = time.time()
     n = 0
-    for entry in select(list(latest.values()), mode):
-        key = (str(entry["problem_id"]), int(entry["sample"]))
-        log_trace(entry, rows.get(key), run_id, experiment_id, fallback)
-        n += 1
+    for key in wanted:
+        if key in latest:
+            log_trace(latest[key], rows[key], run_id, experiment_id, fallback)
+            n += 1
     # MLflow announces its exit-time flush at INFO after pdr's closing table; the traces are flushed
     # just below anyway, so that line says nothing to the user.
     logging.getLogger("mlflow.tracing.export.async_export_queue").setLevel(logging.WARNING)

@@ -160,3 +160,28 @@ def test_a_remote_artifact_store_gets_one_compressed_copy_of_the_traces(tmp_path
     assert gzip.decompress(uploaded["traces.jsonl.gz"]).decode() == lines
     assert len(uploaded["traces.jsonl.gz"]) < len(lines) / 5
     assert tags["pdr.traces_file"] == "artifact:traces.jsonl.gz"
+
+
+def test_run_traces_are_chosen_on_the_rows_and_the_latest_entry_is_logged(tmp_path, monkeypatch):
+    """The selection is made on results.jsonl (small), and only the chosen entries of traces.jsonl
+    are kept while it streams; a resumed problem-sample's later trace entry wins."""
+    import json
+
+    import pdr.tracking.traces as traces_mod
+
+    rows = [{"problem_id": "p1", "sample": 0, "status": "correct"},
+            {"problem_id": "p2", "sample": 0, "status": "wrong"},
+            {"problem_id": "p3", "sample": 0, "status": "error"}]
+    entries = [{"problem_id": "p3", "sample": 0, "status": "error", "attempt": 1},
+               {"problem_id": "p1", "sample": 0, "status": "correct"},
+               {"problem_id": "p2", "sample": 0, "status": "wrong"},
+               {"problem_id": "p3", "sample": 0, "status": "error", "attempt": 2}]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "traces.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    logged = []
+    monkeypatch.setattr(traces_mod, "log_trace", lambda entry, row, *a: logged.append((entry, row)))
+    assert traces_mod.log_run_traces(tmp_path, "run", "0", "failures") == 2
+    assert [(e["problem_id"], e.get("attempt"), r["status"]) for e, r in logged] == [("p3", 2, "error"),
+                                                                                     ("p2", None, "wrong")]
+    logged.clear()
+    assert traces_mod.log_run_traces(tmp_path, "run", "0", "sample:1") == 1 and logged[0][0]["problem_id"] == "p3"
