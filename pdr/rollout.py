@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pdr.data import Problem
-from pdr.engines.base import Completion, GenRequest
+from pdr.engines.base import Completion, EngineWrapper, GenRequest
 from pdr.errors import ConfigError
 
 __all__ = ["Call", "Episode", "arollout", "rollout", "trl_rollout_func"]
@@ -195,33 +195,16 @@ def as_problems(problems: Sequence[Any]) -> list[Problem]:
 # --------------------------------------------------------------------------------------------------
 
 
-class _Recorder:
+class _Recorder(EngineWrapper):
     """The engine, seen by the executor, with each (request, completions) kept per problem-sample."""
 
     def __init__(self, engine: Any):
-        self.engine = engine
-        self.name = engine.name
-        self.simulated = engine.simulated
+        super().__init__(engine)
         self.log: dict[tuple[str, int], list[tuple[GenRequest, list[Completion], str | None]]] = {}
 
     @property
     def calls(self) -> int:
         return self.engine.calls
-
-    async def start(self) -> None:
-        await self.engine.start()
-
-    async def close(self) -> None:
-        await self.engine.close()
-
-    def identity(self) -> str:
-        return self.engine.identity()
-
-    def info(self) -> dict[str, Any]:
-        return self.engine.info()
-
-    def count_tokens(self, text: str) -> int:
-        return self.engine.count_tokens(text)
 
     async def generate(self, request: GenRequest) -> list[Completion]:
         out = await self.engine.generate(request)

@@ -205,6 +205,38 @@ class Engine(Protocol):
         ...
 
 
+class EngineWrapper:
+    """An engine in front of another (`self.engine`): `name`, `simulated`, `start`, `close`,
+    `identity`, `info` and `count_tokens` pass through; a wrapper defines `generate` and `calls`
+    and overrides what else it changes (CachedEngine: `close`; pdr.rollout's recorder: nothing)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @property
+    def name(self) -> str:
+        return self.engine.name
+
+    @property
+    def simulated(self) -> bool:
+        return self.engine.simulated
+
+    async def start(self) -> None:
+        await self.engine.start()
+
+    async def close(self) -> None:
+        await self.engine.close()
+
+    def identity(self) -> str:
+        return self.engine.identity()
+
+    def info(self) -> dict[str, Any]:
+        return self.engine.info()
+
+    def count_tokens(self, text: str) -> int:
+        return self.engine.count_tokens(text)
+
+
 class WeightedLimiter:
     """An asyncio limiter where a call takes `weight` slots (a fork with n branches takes n).
 

@@ -56,7 +56,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pdr.engines.base import Completion, Engine, GenRequest
+from pdr.engines.base import Completion, Engine, EngineWrapper, GenRequest
 from pdr.engines.call_store import (
     CacheError,
     CallStore,
@@ -103,7 +103,7 @@ def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) ->
         fut.set_result(result)
 
 
-class CachedEngine:
+class CachedEngine(EngineWrapper):
     """Any engine behind the journal and (optionally) the persistent cache; an `Engine` itself
     (every protocol member passes through to the wrapped engine, except `calls`: calls it sent on).
 
@@ -136,7 +136,7 @@ class CachedEngine:
         journal: str | os.PathLike[str] | None = None,
         persistent: bool = True,
     ):
-        self.engine = engine
+        super().__init__(engine)
         self.stores: list[CallStore] = []
         self._journal: CallStore | None = None
         self._persistent: CallStore | None = None
@@ -183,32 +183,10 @@ class CachedEngine:
             self._thread.start()
             atexit.register(self.close_stores)
 
-    # ---- protocol passthrough ----------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self.engine.name
-
-    @property
-    def simulated(self) -> bool:
-        return self.engine.simulated
-
     @property
     def write_failures(self) -> int:
         """Store writes that failed (one per call and store); final once `close_stores` returned."""
         return self._write_failures
-
-    def identity(self) -> str:
-        return self.engine.identity()
-
-    def info(self) -> dict[str, Any]:
-        return self.engine.info()
-
-    def count_tokens(self, text: str) -> int:
-        return self.engine.count_tokens(text)
-
-    async def start(self) -> None:
-        await self.engine.start()
 
     async def close(self) -> None:
         """Close the wrapped engine, then the stores. Safe to call twice."""
