@@ -25,6 +25,20 @@ def _lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+def _wait_for_rows(proc: subprocess.Popen, tmp_path: Path, created: Path, what: str) -> list[Path]:
+    """Wait until the stuck MLflow run was created and the run has written 2 rows; its results file."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        results = list(tmp_path.glob("outputs/*/*/results.jsonl"))
+        if created.exists() and results and _lines(results[0]) >= 2:
+            return results
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before it could be {what}: {proc.stderr.read()[-3000:]}")
+        time.sleep(0.01)
+    proc.kill()
+    pytest.fail("no MLflow run / no rows in 300 s")
+
+
 def test_rows_are_written_before_the_mlflow_run_exists_and_early_live_points_are_kept(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
@@ -123,18 +137,7 @@ def test_sigkill_during_a_slow_mlflow_start_then_resume_continues_one_mlflow_run
     env = dict(os.environ, PDR_CACHE_DIR=str(tmp_path / "cache"), PDR_TEST_CREATED=str(created))
     proc = subprocess.Popen([sys.executable, "-c", _STUCK, *args], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    results: list[Path] = []
-    while time.monotonic() < deadline:
-        results = list(tmp_path.glob("outputs/*/*/results.jsonl"))
-        if created.exists() and results and _lines(results[0]) >= 2:
-            break
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended before it could be killed: {proc.stderr.read()[-3000:]}")
-        time.sleep(0.01)
-    else:
-        proc.kill()
-        pytest.fail("no MLflow run / no rows in 300 s")
+    results = _wait_for_rows(proc, tmp_path, created, "killed")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     run_dir = results[0].parent
@@ -178,17 +181,7 @@ def test_sigterm_during_a_stuck_mlflow_start_stops_as_before_and_resume_continue
     out = (tmp_path / "stdout.txt").open("w")  # pdr's log lines
     proc = subprocess.Popen([sys.executable, "-c", script, *args], cwd=tmp_path, env=env,
                             stdout=out, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        results = list(tmp_path.glob("outputs/*/*/results.jsonl"))
-        if created.exists() and results and _lines(results[0]) >= 2:
-            break
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended before it could be stopped: {proc.stderr.read()[-3000:]}")
-        time.sleep(0.01)
-    else:
-        proc.kill()
-        pytest.fail("no MLflow run / no rows in 300 s")
+    results = _wait_for_rows(proc, tmp_path, created, "stopped")
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
     err = proc.stderr.read()
