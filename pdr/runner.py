@@ -204,7 +204,7 @@ def _run_locked(
         ) from None
     except RunFailed as exc:
         if executing:  # the errors so far, in summary.json and MLflow, before the run is marked FAILED
-            tracker = tracker or _tracker_or_none(pending)
+            tracker = tracker or (pending.settled(60.0) if pending is not None else None)
             engine_info = _safe_info(engine)
             if writer is not None:
                 writer.close()
@@ -218,7 +218,8 @@ def _run_locked(
         if writer is not None:
             writer.close()
         if status != "FINISHED":  # to mark it KILLED/FAILED, as before
-            tracker = tracker or _tracker_or_none(pending, INTERRUPT_WAIT_S if status == "KILLED" else 60.0)
+            wait = INTERRUPT_WAIT_S if status == "KILLED" else 60.0
+            tracker = tracker or (pending.settled(wait) if pending is not None else None)
         if tracker is not None and status != "FINISHED":
             tracker.end("KILLED" if status == "KILLED" else "FAILED")
 
@@ -364,23 +365,6 @@ def _log_review(tracker: MlflowRun, run_dir: Path, cfg: Config, problems: int) -
         log.info("%d problem-samples logged as MLflow traces in %.2f s", n, time.perf_counter() - t0)
     except Exception as exc:  # noqa: BLE001 - an extra: the results are already safe
         log.warning("could not log MLflow traces: %s: %s", type(exc).__name__, exc)
-
-
-def _tracker_or_none(pending: BackgroundStart | None, timeout: float = 60.0) -> MlflowRun | None:
-    """The MLflow run of a failing or interrupted run, to mark it FAILED/KILLED: waited for at
-    most `timeout` s (a second Ctrl-C stops waiting); None if it never started. A run left RUNNING
-    this way is continued by resume=true (found by its pdr.run_uid tag)."""
-    if pending is None or not pending.started:
-        return None
-    try:
-        return pending.result(timeout)
-    except KeyboardInterrupt:
-        log.warning("not waiting for the MLflow run to start; resume=true continues it")
-    except TimeoutError as exc:
-        log.warning("%s; it stays RUNNING in MLflow until resume=true continues it", exc)
-    except Exception as exc:  # noqa: BLE001 - its failure was reported when it happened
-        log.debug("MLflow tracking had failed: %s", exc)
-    return None
 
 
 def _safe_info(engine: CachedEngine) -> dict[str, Any]:

@@ -124,3 +124,19 @@ class BackgroundStart:
         if self._error is not None:
             raise self._error
         return self._tracker
+
+    def settled(self, timeout: float) -> Any:
+        """The tracker of a failing or interrupted run, to mark it FAILED/KILLED: waited for at most
+        `timeout` s (a second Ctrl-C stops waiting); None if it was never started, failed, or is not
+        there in time. A run left RUNNING this way is continued by resume=true (its pdr.run_uid)."""
+        if not self.started:
+            return None
+        try:
+            return self.result(timeout)
+        except KeyboardInterrupt:
+            log.warning("not waiting for the MLflow run to start; resume=true continues it")
+        except TimeoutError as exc:
+            log.warning("%s; it stays RUNNING in MLflow until resume=true continues it", exc)
+        except Exception as exc:  # noqa: BLE001 - its failure was reported when it happened
+            log.debug("MLflow tracking had failed: %s", exc)
+        return None
