@@ -352,7 +352,7 @@ def outcome_row(
         assert final_grade is not None
         status = final_grade.status if final_grade.status in ("correct", "wrong", "no_answer") else "wrong"
     row.update(
-        answer=_short(final.answer),
+        answer=short_answer(final.answer),
         correct=bool(answer_correct),
         answer_correct=answer_correct,
         status=status,
@@ -367,7 +367,7 @@ def outcome_row(
             {
                 "round": rd.round,
                 "width": rd.width,
-                "answers": [_short(a) for a in rd.answers],
+                "answers": [short_answer(a) for a in rd.answers],
                 "correct": corr,
                 "draft_accuracy": sum(corr) / len(corr) if corr else None,
                 "truncated": sum(rd.truncated),
@@ -398,7 +398,8 @@ def outcome_trace(outcome: Outcome, problem: Problem, row: dict[str, Any]) -> di
 ANSWER_CHARS = 2000  # the grader rejects longer answers anyway; keep rows small (full text: traces)
 
 
-def _short(answer: str | None) -> str | None:
+def short_answer(answer: str | None) -> str | None:
+    """An answer as rows keep it: cut to ANSWER_CHARS, saying how much was cut."""
     if answer is None or len(answer) <= ANSWER_CHARS:
         return answer
     return answer[:ANSWER_CHARS] + f"...[{len(answer) - ANSWER_CHARS} more characters]"

@@ -30,14 +30,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pdr.evaluation import extract_answer
-from pdr.evaluation.extract import normalize_answer
+from pdr.executor import short_answer
 from pdr.export.sources import ExportError, Run
+from pdr.strategies.vote import majority_index
 
 log = logging.getLogger(__name__)
 
 GENERATE_KINDS = ("draft", "refine")
 RenderFn = Callable[[list[dict[str, str]]], str]
-_ANSWER_CHARS = 2000  # pdr.executor.ANSWER_CHARS: rows keep answers cut to this length
 
 
 def completion_text(reasoning: str | None, text: str) -> str:
@@ -57,27 +57,10 @@ def ends_with_vote(run: Run) -> bool:
     return bool(steps) and isinstance(steps[-1], dict) and steps[-1].get("op") == "vote"
 
 
-def vote_index(answers: list[str | None]) -> int:
-    """The index of the draft pdr's `vote` op makes final (pdr.strategies.vote): the first draft of
-    the largest group of equal normalized answers; the first draft when nobody answered."""
-    groups: dict[str, list[int]] = {}
-    for i, a in enumerate(answers):
-        key = normalize_answer(a)
-        if key is not None:
-            groups.setdefault(key, []).append(i)
-    return max(groups.values(), key=len)[0] if groups else 0
-
-
 def _extract(out: dict[str, Any]) -> str | None:
     """The answer pdr's executor extracts from an output (pdr.strategies.state.OpContext.candidate)."""
     text = out.get("text") or ""
     return None if out.get("finish_reason") == "length" and not text else extract_answer(text)
-
-
-def _short(answer: str | None) -> str | None:
-    if answer is None or len(answer) <= _ANSWER_CHARS:
-        return answer
-    return answer[:_ANSWER_CHARS] + f"...[{len(answer) - _ANSWER_CHARS} more characters]"
 
 
 @dataclass
@@ -130,7 +113,7 @@ def _sample_records(run: Run, entry: dict[str, Any], row: dict[str, Any], source
     last = rounds[-1] if rounds else {}
     final_i = len(last.get("answers") or []) - 1  # the last draft (pdr.strategies.state.run_graph) ...
     if vote and rounds:  # ... or the vote's winner
-        final_i = vote_index([_extract(o) for _, _, o in outputs_by_step[gen_steps[-1]]])
+        final_i = majority_index([_extract(o) for _, _, o in outputs_by_step[gen_steps[-1]]])
     if rounds and last["answers"][final_i] != row.get("answer"):
         raise ExportError(f"{where}: the final draft found in the traces (round {len(rounds)}, draft {final_i + 1}) "
                           f"answers {last['answers'][final_i]!r} but results.jsonl's answer is {row.get('answer')!r}")
@@ -148,7 +131,7 @@ def _sample_records(run: Run, entry: dict[str, Any], row: dict[str, Any], source
             answer = rounds[r]["answers"][i]
             correct = bool(row.get("correct")) if is_final else bool(rounds[r]["correct"][i])
             reward = 1.0 if correct else 0.0
-            if _short(_extract(out)) != answer:
+            if short_answer(_extract(out)) != answer:
                 stats.answer_mismatches += 1
                 log.warning("%s: step %d draft %d: pdr's extractor now gives %r, the run recorded %r", where, step,
                             i + 1, _extract(out), answer)

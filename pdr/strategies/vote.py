@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pdr.evaluation.extract import normalize_answer
 from pdr.strategies.registry import CompileContext, Op, register_op
-from pdr.strategies.state import Candidate, OpContext, State
+from pdr.strategies.state import OpContext, State
 
 
 @register_op("vote")
@@ -24,14 +24,17 @@ class Vote(Op):
         return 1
 
     async def run(self, step: int, state: State, ctx: OpContext) -> None:
-        groups: dict[str, list[Candidate]] = {}
-        for c in state.candidates:
-            key = normalize_answer(c.answer)
-            if key is not None:
-                groups.setdefault(key, []).append(c)
-        if not groups:
-            # Nobody answered: the final "candidate" is the first draft (no answer, maybe truncated).
-            state.final = state.candidates[0]
-        else:
-            state.final = max(groups.values(), key=len)[0]  # ties: the answer seen first (dict order)
+        state.final = state.candidates[majority_index([c.answer for c in state.candidates])]
         state.candidates = [state.final]
+
+
+def majority_index(answers: Sequence[str | None]) -> int:
+    """The index of the draft the vote makes final: the first draft of the largest group of equal
+    normalized answers (ties: the answer seen first); the first draft when nobody answered (no
+    answer, maybe truncated). Also how pdr.export finds a finished run's vote winner."""
+    groups: dict[str, list[int]] = {}
+    for i, answer in enumerate(answers):
+        key = normalize_answer(answer)
+        if key is not None:
+            groups.setdefault(key, []).append(i)
+    return max(groups.values(), key=len)[0] if groups else 0

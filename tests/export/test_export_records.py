@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pdr.export import ExportError, Selection, export_episodes
-from pdr.export.records import vote_index
+from pdr.strategies.vote import majority_index
 from tests.export.conftest import RUNS
 from tests.export.runs import copy_run, rows, traces
 
@@ -114,7 +114,7 @@ def test_vote_final_is_the_votes_winner(store, everything):
         assert finals
         for f in finals:
             row = rows(res.run_dir)[(f["problem_id"], f["sample"])]
-            assert f["branch"] == vote_index(row["rounds"][-1]["answers"])
+            assert f["branch"] == majority_index(row["rounds"][-1]["answers"])
     # The vote's winner is not always the last draft: the mapping is exercised, not trivially met.
     assert any(r["is_final"] and r["branch"] != r["n"] - 1 for r in recs
                if r["source"]["strategy"] == "majority")
